@@ -1,0 +1,123 @@
+"""One decoder invocation under the fixed-shape KV contract (DESIGN.md), as a torch module.
+
+This module is both what `edgekv export` traces into `decoder.onnx` and the PyTorch reference
+backend (the oracle in tests). It depends on torch only, never on transformers: its weights come
+from a family adapter at export time, or from the bundle's ONNX initializers on the device.
+
+Keys are cached *before* RoPE; the graph rotates every slot to `slot_pos` on each call, so the
+runtime may move, evict, merge and re-number slots freely between calls.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgekv.export.manifest import EMPTY_SLOT_BIAS, DecoderDims
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 as the HF implementations do, then return to the model dtype.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, dims: DecoderDims) -> None:
+        super().__init__()
+        h, d = dims.hidden_size, dims.head_dim
+        self.input_norm = RMSNorm(h, dims.rms_norm_eps)
+        self.q_proj = nn.Linear(h, dims.num_heads * d, bias=dims.qkv_bias)
+        self.k_proj = nn.Linear(h, dims.num_kv_heads * d, bias=dims.qkv_bias)
+        self.v_proj = nn.Linear(h, dims.num_kv_heads * d, bias=dims.qkv_bias)
+        self.o_proj = nn.Linear(dims.num_heads * d, h, bias=False)
+        if dims.qk_norm:
+            self.q_norm = RMSNorm(d, dims.rms_norm_eps)
+            self.k_norm = RMSNorm(d, dims.rms_norm_eps)
+        self.post_norm = RMSNorm(h, dims.rms_norm_eps)
+        self.gate_proj = nn.Linear(h, dims.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(h, dims.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(dims.intermediate_size, h, bias=False)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE in the rotate-half layout used by Llama-family checkpoints in transformers."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class DecoderStep(nn.Module):
+    """inputs_embeds [1,c,H], chunk_pos [c], past K/V [L,Hkv,B,D], slot_pos/slot_bias [L,Hkv,B],
+    mass_weight [c]  ->  logits [1,c,V], new K/V [L,Hkv,c,D], attn_mass [L,Hkv,B+c]."""
+
+    def __init__(self, dims: DecoderDims, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.dims = dims
+        self.layers = nn.ModuleList(DecoderLayer(dims) for _ in range(dims.num_layers))
+        self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps)
+        self.lm_head = nn.Linear(dims.hidden_size, dims.vocab_size, bias=False)
+        self.register_buffer(
+            "inv_freq", torch.tensor(dims.rope_inv_freq, dtype=torch.float32), persistent=False
+        )
+        self.to(dtype)
+
+    def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = pos.to(torch.float32).unsqueeze(-1) * self.inv_freq
+        emb = torch.cat([freqs, freqs], dim=-1)
+        scale = self.dims.rope_attention_scaling
+        dtype = self.lm_head.weight.dtype
+        return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        chunk_pos: torch.Tensor,
+        past_keys: torch.Tensor,
+        past_values: torch.Tensor,
+        slot_pos: torch.Tensor,
+        slot_bias: torch.Tensor,
+        mass_weight: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        dims = self.dims
+        n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
+        c = inputs_embeds.shape[1]
+        x = inputs_embeds[0]
+        cos_c, sin_c = self.rope(chunk_pos)  # [c, D]
+        cos_s, sin_s = self.rope(slot_pos)  # [L, Hkv, B, D]
+        idx = torch.arange(c, device=x.device)
+        future = (idx.unsqueeze(0) > idx.unsqueeze(1)).to(torch.float32)
+        causal = (future * EMPTY_SLOT_BIAS).expand(n_kv, c, c)
+        scale = d**-0.5
+        new_keys, new_values, masses = [], [], []
+        for i, layer in enumerate(self.layers):
+            h = layer.input_norm(x)
+            q = layer.q_proj(h).view(c, -1, d).transpose(0, 1)  # [Hq, c, D]
+            k = layer.k_proj(h).view(c, n_kv, d).transpose(0, 1)  # [Hkv, c, D]
+            v = layer.v_proj(h).view(c, n_kv, d).transpose(0, 1)
+            if dims.qk_norm:
+                q, k = layer.q_norm(q), layer.k_norm(k)
+            new_keys.append(k)
+            new_values.append(v)
+            keys = torch.cat([rotate(past_keys[i], cos_s[i], sin_s[i]), rotate(k, cos_c, sin_c)], 1)
+            values = torch.cat([past_values[i], v], dim=1)  # [Hkv, B+c, D]
+            q = rotate(q, cos_c, sin_c).reshape(n_kv, group, c, d)
+            scores = torch.matmul(q, keys.unsqueeze(1).transpose(-1, -2)).float() * scale
+            bias = torch.cat([slot_bias[i].unsqueeze(1).expand(-1, c, -1), causal], dim=-1)
+            probs = torch.softmax(scores + bias.unsqueeze(1), dim=-1)  # [Hkv, G, c, B+c]
+            weighted = probs * mass_weight.view(1, 1, c, 1)
+            masses.append(weighted.sum(dim=(1, 2)))
+            out = torch.matmul(probs.to(values.dtype), values.unsqueeze(1))  # [Hkv, G, c, D]
+            out = out.reshape(n_kv * group, c, d).transpose(0, 1).reshape(c, n_kv * group * d)
+            x = x + layer.o_proj(out)
+            h = layer.post_norm(x)
+            x = x + layer.down_proj(nn.functional.silu(layer.gate_proj(h)) * layer.up_proj(h))
+        logits = self.lm_head(self.norm(x)).float().unsqueeze(0)
+        return logits, torch.stack(new_keys), torch.stack(new_values), torch.stack(masses)

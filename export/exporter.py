@@ -1,0 +1,183 @@
+"""`edgekv export`: model -> bundle directory, written aside and renamed into place at the end.
+
+An interrupted export leaves only a hidden `.NAME.partial-*` directory, never a bundle that
+looks valid: the manifest (with the sha256 of every file) is the last file written, and the
+directory only takes its final name after validation passed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import edgekv
+from edgekv.export import onnx_graph
+from edgekv.export.decoder_step import DecoderStep
+from edgekv.export.families import adapter_for
+from edgekv.export.loading import load, resolve
+from edgekv.export.manifest import EmbeddingTable, Manifest, TokenizerInfo
+from edgekv.runtime.errors import EdgeKVError, ModelError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+# Max |logit difference| accepted by the closing validation, per dtype.
+DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.25}
+VALIDATION_PROMPT = (
+    "The quick brown fox jumps over the lazy dog. Memory on the device is fixed when the "
+    "model is exported, and the cache keeps what matters."
+)
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    budget: int = 2048
+    chunk: int = 64
+    dtype: str = "fp32"
+    position_mode: str = "cache"
+    opset: int = 18
+    tolerance: float | None = None
+    validate: bool = True
+    force: bool = False
+
+    def check(self) -> None:
+        if self.dtype not in DTYPES:
+            raise EdgeKVError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if self.position_mode not in ("cache", "absolute"):
+            raise EdgeKVError("--position-mode must be 'cache' or 'absolute'")
+        if self.chunk < 1 or self.budget < 1:
+            raise EdgeKVError("--budget and --chunk must be positive")
+        if self.budget < self.chunk:
+            raise EdgeKVError(
+                f"--budget {self.budget} is smaller than --chunk {self.chunk}: one chunk must "
+                "fit in the cache"
+            )
+
+
+def build_step(model: Any, dtype: str = "fp32") -> tuple[str, DecoderStep]:
+    """The (family, DecoderStep) for an HF model: its weights under the contract's graph."""
+    family, adapter = adapter_for(model)
+    step = DecoderStep(adapter.dims(model))
+    step.load_state_dict(adapter.weights(model), strict=True)
+    return family, step.to(DTYPES[dtype]).eval()
+
+
+def tokenizer_info(tokenizer: Any, model: Any) -> TokenizerInfo:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        eos_ids.add(tokenizer.eos_token_id)
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
+    probe = tokenizer("a").input_ids
+    return TokenizerInfo(
+        file="tokenizer.json",
+        chat_template=template,
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+        eos_token_ids=sorted(eos_ids),
+        add_bos_token=bool(tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]),
+    )
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def export(model_arg: str, out: str | Path, options: ExportOptions, log: Log = _stderr) -> Manifest:
+    """Export MODEL (directory, .gguf or built-in name) to a bundle at `out`."""
+    options.check()
+    _check_out(Path(out), options)
+    source = resolve(model_arg)
+    log(f"loading {source.label}")
+    model, tokenizer = load(source)
+    return export_model(model, tokenizer, source.label, out, options, log)
+
+
+def _check_out(out: Path, options: ExportOptions) -> None:
+    if out.exists() and not options.force:
+        raise EdgeKVError(f"{out} exists; choose another --out or pass --force to replace it")
+
+
+def export_model(
+    model: Any, tokenizer: Any, label: str, out: str | Path, options: ExportOptions,
+    log: Log = _stderr,
+) -> Manifest:
+    """Export a loaded HF model and tokenizer to a bundle at `out`; returns its manifest."""
+    options.check()
+    out = Path(out)
+    _check_out(out, options)
+    t0 = time.perf_counter()
+    family, step = build_step(model, options.dtype)
+    dims = step.dims
+    log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
+        f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")
+
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        log(f"tracing decoder (budget {options.budget}, chunk 1..{options.chunk}, {options.dtype})")
+        proto = onnx_graph.trace(step, options.budget, options.chunk, options.opset, tmp)
+        embedding = _embedding(model, family, options.dtype)
+        onnx_graph.save_with_shared_embedding(proto, embedding, dims.tie_word_embeddings, tmp)
+        tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
+        manifest = Manifest(
+            model=label,
+            family=family,
+            dims=dims,
+            budget=options.budget,
+            chunk=options.chunk,
+            dtype=options.dtype,
+            position_mode=options.position_mode,
+            embedding=EmbeddingTable(onnx_graph.EMBED_FILE, str(embedding.dtype),
+                                     list(embedding.shape)),
+            tokenizer=tokenizer_info(tokenizer, model),
+            graphs={"decoder": "decoder.onnx"},
+            inputs={n: n for n in onnx_graph.INPUTS},
+            outputs={n: n for n in onnx_graph.OUTPUTS},
+            opset=options.opset,
+            edgekv_version=edgekv.__version__,
+        )
+        manifest = manifest.with_files(tmp)
+        manifest.save(tmp)
+        if options.validate:
+            from edgekv.export.validate import compare
+
+            tolerance = options.tolerance or DEFAULT_TOLERANCE[options.dtype]
+            ids = tokenizer(VALIDATION_PROMPT).input_ids[: options.budget]
+            diff = compare(tmp, model, ids)
+            log(f"validation: max |logit diff| vs HF = {diff:.2e} over {len(ids)} tokens "
+                f"(tolerance {tolerance:.0e})")
+            if not diff <= tolerance:
+                raise ModelError(
+                    f"exported decoder differs from the HF model by {diff:.3e} > {tolerance:.0e}; "
+                    "bundle not written"
+                )
+            validation = {"max_abs_logit_diff": diff, "tolerance": tolerance,
+                          "prompt_tokens": len(ids), "backend": "ort"}
+            # The manifest is not among the hashed files, so the digests stay valid.
+            manifest = replace(manifest, validation=validation)
+            manifest.save(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    sizes = {p.name: p.stat().st_size for p in out.iterdir()}
+    log("wrote " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())))
+    log(f"bundle {out} ready in {time.perf_counter() - t0:.0f} s")
+    return manifest
+
+
+def _embedding(model: Any, family: str, dtype: str) -> Any:
+    _, adapter = adapter_for(model)
+    return adapter.embeddings(model).detach().to(DTYPES[dtype]).contiguous().numpy()

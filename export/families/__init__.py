@@ -1,0 +1,30 @@
+"""Family adapters: one file per model family, one line per family in `ADAPTERS`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgekv.export.families.base import LlamaShapedAdapter
+from edgekv.export.families.llama import LlamaAdapter
+from edgekv.export.families.mistral import MistralAdapter
+from edgekv.export.families.qwen2 import Qwen2Adapter
+from edgekv.export.families.qwen3 import Qwen3Adapter
+from edgekv.runtime.errors import ModelError
+
+ADAPTERS: dict[str, type[LlamaShapedAdapter]] = {
+    "llama": LlamaAdapter,
+    "mistral": MistralAdapter,
+    "qwen2": Qwen2Adapter,
+    "qwen3": Qwen3Adapter,
+}
+
+
+def adapter_for(model: Any) -> tuple[str, LlamaShapedAdapter]:
+    """The (family name, adapter) that exports `model`, or a ModelError listing the supported."""
+    model_type = getattr(model.config, "model_type", None)
+    for family, adapter in ADAPTERS.items():
+        if model_type in adapter.model_types:
+            return family, adapter()
+    raise ModelError(
+        f"model type {model_type!r} is not supported; supported families: {', '.join(ADAPTERS)}"
+    )

@@ -1,0 +1,100 @@
+"""What every family adapter provides, and the shared extraction for Llama-shaped decoders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from edgekv.export.manifest import DecoderDims
+from edgekv.runtime.errors import ModelError
+
+# Our parameter names (DecoderStep) -> HF names under the language model's `layers.{i}`.
+LAYER_WEIGHTS = {
+    "input_norm.weight": "input_layernorm.weight",
+    "q_proj.weight": "self_attn.q_proj.weight",
+    "k_proj.weight": "self_attn.k_proj.weight",
+    "v_proj.weight": "self_attn.v_proj.weight",
+    "o_proj.weight": "self_attn.o_proj.weight",
+    "post_norm.weight": "post_attention_layernorm.weight",
+    "gate_proj.weight": "mlp.gate_proj.weight",
+    "up_proj.weight": "mlp.up_proj.weight",
+    "down_proj.weight": "mlp.down_proj.weight",
+}
+QKV_BIASES = {
+    "q_proj.bias": "self_attn.q_proj.bias",
+    "k_proj.bias": "self_attn.k_proj.bias",
+    "v_proj.bias": "self_attn.v_proj.bias",
+}
+QK_NORMS = {"q_norm.weight": "self_attn.q_norm.weight", "k_norm.weight": "self_attn.k_norm.weight"}
+
+
+@dataclass(frozen=True)
+class LlamaShapedAdapter:
+    """A decoder-only text model with the Llama block layout (pre-norm, GQA, SwiGLU, RoPE).
+
+    A family file subclasses this and sets `model_types` and the two switches; anything with
+    another block layout implements `dims` and `weights` itself.
+    """
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    qkv_bias: ClassVar[bool] = False
+    qk_norm: ClassVar[bool] = False
+
+    def language_model(self, model: Any) -> Any:
+        """The module that holds `layers`, `norm`, `embed_tokens` and `rotary_emb`."""
+        return model.model
+
+    def dims(self, model: Any) -> DecoderDims:
+        cfg = model.config
+        lm = self.language_model(model)
+        rope = getattr(lm, "rotary_emb", None)
+        if rope is None:
+            raise ModelError(f"{type(model).__name__} has no rotary embedding module")
+        rope_params = getattr(cfg, "rope_parameters", None) or {}
+        rope_type = rope_params.get("rope_type", "default") if isinstance(rope_params, dict) else "default"
+        if rope_type in ("dynamic", "longrope"):
+            raise ModelError(
+                f"rope_type {rope_type!r} changes with the sequence length; edgekv bakes one "
+                "rotary table into the graph and supports static rope types only"
+            )
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return DecoderDims(
+            num_layers=cfg.num_hidden_layers,
+            hidden_size=cfg.hidden_size,
+            num_heads=cfg.num_attention_heads,
+            num_kv_heads=getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
+            head_dim=head_dim,
+            intermediate_size=cfg.intermediate_size,
+            vocab_size=cfg.vocab_size,
+            rms_norm_eps=float(cfg.rms_norm_eps),
+            rope_inv_freq=[float(f) for f in rope.inv_freq.float().tolist()],
+            rope_attention_scaling=float(getattr(rope, "attention_scaling", 1.0)),
+            rope_type=rope_type,
+            max_position_embeddings=int(getattr(cfg, "max_position_embeddings", 0) or 0),
+            qkv_bias=self.qkv_bias,
+            qk_norm=self.qk_norm,
+            hidden_act=cfg.hidden_act,
+            tie_word_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
+        )
+
+    def weights(self, model: Any) -> dict[str, torch.Tensor]:
+        """DecoderStep's state dict, taken from the HF model without copying tensors."""
+        lm = self.language_model(model)
+        names = dict(LAYER_WEIGHTS)
+        if self.qkv_bias:
+            names.update(QKV_BIASES)
+        if self.qk_norm:
+            names.update(QK_NORMS)
+        hf = lm.state_dict()
+        out: dict[str, torch.Tensor] = {}
+        for i in range(len(lm.layers)):
+            for ours, theirs in names.items():
+                out[f"layers.{i}.{ours}"] = hf[f"layers.{i}.{theirs}"]
+        out["norm.weight"] = hf["norm.weight"]
+        out["lm_head.weight"] = model.get_output_embeddings().weight
+        return out
+
+    def embeddings(self, model: Any) -> torch.Tensor:
+        return model.get_input_embeddings().weight

@@ -1,0 +1,159 @@
+"""The bundle manifest: the contract between the exporter and the runtime, as plain data.
+
+It round-trips to JSON (`to_json` / `from_json`) and imports nothing beyond the standard
+library, so the runtime on the device can read it without torch or transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekv.runtime.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+# Attention logits of empty slots and of future chunk tokens get this bias. It is finite (fp16
+# NaNs come from -inf) and far enough below any real logit that its softmax weight is exactly 0.
+EMPTY_SLOT_BIAS = -30000.0
+
+
+@dataclass(frozen=True)
+class DecoderDims:
+    """What the decoder graph computes with; enough to rebuild it from its weights."""
+
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    rms_norm_eps: float
+    rope_inv_freq: list[float]
+    rope_attention_scaling: float = 1.0
+    rope_type: str = "default"
+    max_position_embeddings: int = 0
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    hidden_act: str = "silu"
+    tie_word_embeddings: bool = True
+    embedding_multiplier: float = 1.0
+
+    @property
+    def group_size(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+
+@dataclass(frozen=True)
+class EmbeddingTable:
+    """The token-embedding matrix, stored once as raw row-major bytes.
+
+    With tied embeddings the decoder's lm_head initializer points at the same file, so the
+    matrix exists once on disk and (with the ORT backend's shared initializer) once in memory.
+    """
+
+    file: str
+    dtype: str
+    shape: list[int]
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    file: str = "tokenizer.json"
+    chat_template: str | None = None
+    bos_token: str | None = None
+    eos_token: str | None = None
+    eos_token_ids: list[int] = field(default_factory=list)
+    add_bos_token: bool = False
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: str
+    family: str
+    dims: DecoderDims
+    budget: int
+    chunk: int
+    dtype: str
+    position_mode: str
+    embedding: EmbeddingTable
+    tokenizer: TokenizerInfo
+    graphs: dict[str, str]
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    opset: int
+    files: dict[str, str] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    edgekv_version: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        version = raw.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"manifest schema version {version!r} is not the version this edgekv reads "
+                f"({SCHEMA_VERSION}); re-export the bundle with this edgekv"
+            )
+        try:
+            raw["dims"] = DecoderDims(**raw["dims"])
+            raw["embedding"] = EmbeddingTable(**raw["embedding"])
+            raw["tokenizer"] = TokenizerInfo(**raw["tokenizer"])
+            return cls(**raw)
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"manifest is malformed: {exc}") from exc
+
+    def with_files(self, bundle_dir: Path) -> Manifest:
+        """A copy that records the sha256 of every file in the bundle but the manifest."""
+        digests = {
+            p.relative_to(bundle_dir).as_posix(): sha256_file(p)
+            for p in sorted(bundle_dir.rglob("*"))
+            if p.is_file() and p.name != MANIFEST_NAME
+        }
+        return dataclasses.replace(self, files=digests)
+
+    def save(self, bundle_dir: Path) -> None:
+        (bundle_dir / MANIFEST_NAME).write_text(self.to_json() + "\n")
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
+    """Read a bundle's manifest; with `verify`, check every file against its sha256."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(f"no bundle at {bundle_dir} (expected a directory made by edgekv export)")
+    path = bundle_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir} has no {MANIFEST_NAME}; it is not an edgekv bundle")
+    try:
+        manifest = Manifest.from_json(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from exc
+    if verify:
+        for rel, expected in manifest.files.items():
+            file = bundle_dir / rel
+            if not file.is_file():
+                raise BundleError(f"bundle file {rel} is missing from {bundle_dir}")
+            if sha256_file(file) != expected:
+                raise BundleError(
+                    f"bundle file {rel} does not match the sha256 in the manifest "
+                    "(corrupt or modified); re-export the bundle"
+                )
+    return manifest

@@ -1,0 +1,80 @@
+"""The memory plan of DESIGN.md: weights once + KV at budget + one chunk's activations + overhead.
+
+Pure arithmetic over the manifest's numbers, so it runs before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from edgekv.export.manifest import DecoderDims
+
+BYTES = {"fp32": 4, "fp16": 2}
+# Python, numpy, ONNX Runtime and the tokenizer once imported, measured as RSS of an idle
+# `edgekv run` process on the CPU here; a device profile may override it.
+RUNTIME_OVERHEAD = 120 * 2**20
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    weights: int
+    kv_cache: int
+    activations: int
+    overhead: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.activations + self.overhead
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [*asdict(self).items(), ("total", self.total)]
+
+
+def weight_params(d: DecoderDims) -> int:
+    attn = d.hidden_size * d.head_dim * (2 * d.num_heads + 2 * d.num_kv_heads)
+    if d.qkv_bias:
+        attn += d.head_dim * (d.num_heads + 2 * d.num_kv_heads)
+    mlp = 3 * d.hidden_size * d.intermediate_size
+    norms = 2 * d.hidden_size + (2 * d.head_dim if d.qk_norm else 0)
+    embed = d.vocab_size * d.hidden_size
+    lm_head = 0 if d.tie_word_embeddings else embed  # tied: stored and mapped once
+    return d.num_layers * (attn + mlp + norms) + d.hidden_size + embed + lm_head
+
+
+def kv_bytes(d: DecoderDims, budget: int, dtype: str) -> int:
+    return 2 * d.num_layers * d.num_kv_heads * budget * d.head_dim * BYTES[dtype]
+
+
+def activation_bytes(d: DecoderDims, budget: int, chunk: int, dtype: str) -> int:
+    """Peak live tensors of one chunk, one layer at a time (the graph frees layer by layer)."""
+    width = budget + chunk
+    scores = 3 * d.num_heads * chunk * width * 4  # scores, probs, weighted probs (fp32)
+    rotated = 2 * d.num_kv_heads * width * d.head_dim * BYTES[dtype]  # rotated K + concat V
+    mlp = 3 * chunk * d.intermediate_size * BYTES[dtype]
+    logits = chunk * d.vocab_size * 4
+    new_kv = 2 * d.num_layers * d.num_kv_heads * chunk * d.head_dim * BYTES[dtype]
+    slot_meta = 3 * d.num_layers * d.num_kv_heads * budget * 8  # slot_pos, slot_bias, mass
+    return scores + rotated + mlp + logits + new_kv + slot_meta
+
+
+def plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
+         overhead: int = RUNTIME_OVERHEAD) -> MemoryPlan:
+    return MemoryPlan(
+        weights=weight_params(d) * BYTES[dtype],
+        kv_cache=kv_bytes(d, budget, dtype),
+        activations=activation_bytes(d, budget, chunk, dtype),
+        overhead=overhead,
+    )
+
+
+def largest_budget(d: DecoderDims, chunk: int, dtype: str, limit: int,
+                   overhead: int = RUNTIME_OVERHEAD) -> int:
+    """The largest budget (a multiple of `chunk`) whose planned total fits in `limit` bytes."""
+    lo, hi = 0, 1 << 22
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if plan(d, mid * chunk, chunk, dtype, overhead).total <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * chunk

@@ -1,0 +1,90 @@
+"""ONNX Runtime backend with IOBinding: the cache buffers are bound once, without copies.
+
+The past K/V inputs are OrtValues over the cache's own numpy arrays, so the policy's in-place
+edits are what the next call reads; outputs go to buffers preallocated per chunk length.
+On a GPU the same binding works with device buffers (CUDA / TensorRT execution providers);
+here only the CPU provider runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgekv.export.manifest import Manifest
+from edgekv.runtime.backends.base import StepOutput
+from edgekv.runtime.cache import KVCache
+
+
+class OrtBackend:
+    name = "ort"
+
+    def __init__(
+        self,
+        bundle_dir: Path,
+        manifest: Manifest,
+        cache: KVCache,
+        embedding: np.ndarray,
+        providers: list[str] | None = None,
+        threads: int = 0,
+    ) -> None:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        if manifest.dims.tie_word_embeddings:
+            # Hand the memory-mapped embedding to ORT as lm_head's initializer so the matrix
+            # exists once in memory (token lookup reads the same pages).
+            self._shared = ort.OrtValue.ortvalue_from_numpy(embedding)
+            opts.add_initializer("lm_head.weight", self._shared)
+        self.session = ort.InferenceSession(
+            str(bundle_dir / manifest.graphs["decoder"]),
+            sess_options=opts,
+            providers=providers or ["CPUExecutionProvider"],
+        )
+        self.io = manifest.inputs, manifest.outputs
+        self.cache = cache
+        self.binding = self.session.io_binding()
+        self._past_k = ort.OrtValue.ortvalue_from_numpy(cache.keys)
+        self._past_v = ort.OrtValue.ortvalue_from_numpy(cache.values)
+        self._outputs: dict[int, StepOutput] = {}
+        self._dims = manifest.dims
+
+    def _output_buffers(self, c: int) -> StepOutput:
+        if c not in self._outputs:
+            dims, cache = self._dims, self.cache
+            kv = (dims.num_layers, dims.num_kv_heads, c, dims.head_dim)
+            self._outputs[c] = StepOutput(
+                logits=np.empty((1, c, dims.vocab_size), dtype=np.float32),
+                new_keys=np.empty(kv, dtype=cache.keys.dtype),
+                new_values=np.empty(kv, dtype=cache.values.dtype),
+                attn_mass=np.empty(kv[:2] + (cache.capacity + c,), dtype=np.float32),
+            )
+        return self._outputs[c]
+
+    def run(
+        self,
+        inputs_embeds: np.ndarray,
+        chunk_pos: np.ndarray,
+        slot_pos: np.ndarray,
+        slot_bias: np.ndarray,
+        mass_weight: np.ndarray,
+    ) -> StepOutput:
+        names_in, names_out = self.io
+        b = self.binding
+        b.bind_cpu_input(names_in["inputs_embeds"], np.ascontiguousarray(inputs_embeds))
+        b.bind_cpu_input(names_in["chunk_pos"], chunk_pos)
+        b.bind_ortvalue_input(names_in["past_keys"], self._past_k)
+        b.bind_ortvalue_input(names_in["past_values"], self._past_v)
+        b.bind_cpu_input(names_in["slot_pos"], slot_pos)
+        b.bind_cpu_input(names_in["slot_bias"], slot_bias)
+        b.bind_cpu_input(names_in["mass_weight"], mass_weight)
+        out = self._output_buffers(inputs_embeds.shape[1])
+        for key in ("logits", "new_keys", "new_values", "attn_mass"):
+            buf = getattr(out, key)
+            b.bind_output(names_out[key], "cpu", 0, buf.dtype, list(buf.shape),
+                          buf.ctypes.data)
+        self.session.run_with_iobinding(b)
+        return out

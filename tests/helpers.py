@@ -1,0 +1,22 @@
+"""Small helpers shared by tests (imported as `helpers`; tests/ is on sys.path via conftest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+TEXT_FILE = Path(__file__).parent / "data" / "pride_and_prejudice.txt"
+FAMILIES = ["llama", "qwen2", "mistral", "qwen3"]
+
+
+def load_tiny(directory: Path):
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype="float32").eval()
+    return model, AutoTokenizer.from_pretrained(directory)
+
+
+def text_ids(tokenizer, n: int, offset: int = 0) -> list[int]:
+    text = TEXT_FILE.read_text(encoding="utf-8")[offset : offset + 40 * n]
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert len(ids) >= n, "test text too short for the requested tokens"
+    return ids[:n]
