@@ -76,6 +76,7 @@ def tokenizer_info(tokenizer: Any, model: Any) -> TokenizerInfo:
     if tokenizer.eos_token_id is not None:
         eos_ids.add(tokenizer.eos_token_id)
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
+    bos = tokenizer.bos_token_id
     probe = tokenizer("a").input_ids
     return TokenizerInfo(
         file="tokenizer.json",
@@ -83,7 +84,7 @@ def tokenizer_info(tokenizer: Any, model: Any) -> TokenizerInfo:
         bos_token=tokenizer.bos_token,
         eos_token=tokenizer.eos_token,
         eos_token_ids=sorted(eos_ids),
-        add_bos_token=bool(tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]),
+        add_bos_token=bos is not None and probe[:1] == [bos],
     )
 
 

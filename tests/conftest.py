@@ -52,7 +52,8 @@ def tiny_config(family: str, vocab: int = 512):
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                   tie_word_embeddings=True, eos_token_id=2, bos_token_id=0, pad_token_id=0)
     if family == "llama":
-        return tf.LlamaConfig(**common, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+        rope = {"rope_type": "default", "rope_theta": 10000.0}
+        return tf.LlamaConfig(**common, rope_parameters=rope)
     if family == "qwen2":
         return tf.Qwen2Config(**common)
     if family == "mistral":

@@ -52,8 +52,8 @@ class LlamaShapedAdapter:
         rope = getattr(lm, "rotary_emb", None)
         if rope is None:
             raise ModelError(f"{type(model).__name__} has no rotary embedding module")
-        rope_params = getattr(cfg, "rope_parameters", None) or {}
-        rope_type = rope_params.get("rope_type", "default") if isinstance(rope_params, dict) else "default"
+        rope_params = getattr(cfg, "rope_parameters", None)
+        rope_type = (rope_params or {}).get("rope_type", "default")
         if rope_type in ("dynamic", "longrope"):
             raise ModelError(
                 f"rope_type {rope_type!r} changes with the sequence length; edgekv bakes one "

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from helpers import FAMILIES, load_tiny, text_ids
 
 from edgekv.export.validate import bundle_logits, hf_logits
 from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.session import Session
+from helpers import FAMILIES, load_tiny, text_ids
 
 TOL = 1e-3
 
