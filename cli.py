@@ -95,22 +95,16 @@ def _stdin_lines():  # noqa: ANN202 - a generator of str
 
 
 def _eval_ppl(args: argparse.Namespace) -> int:
-    from edgekv.tools.ppl import read_tokens, streaming_ppl
+    from edgekv.tools.ppl import read_tokens, report, run_hf_baseline, streaming_ppl
 
     session = _open_session(args)
     ids = read_tokens(session, args.text, args.tokens)
     result = streaming_ppl(session, ids, window=args.window, progress=not args.quiet)
+    hf = run_hf_baseline(args.hf, args.text, args.tokens, args.window) if args.hf else None
     if args.json:
-        print(json.dumps(result.to_dict()))
-        return 0
-    print(f"policy {result.policy}  budget {result.budget}  tokens {result.tokens}")
-    for i, ppl in enumerate(result.window_ppl):
-        lo, hi = i * result.window, min((i + 1) * result.window, result.tokens)
-        print(f"  tokens {lo:>6}-{hi:<6} ppl {ppl:8.3f}")
-    print(f"ppl {result.ppl:.3f}  {result.tokens_per_s:.0f} tokens/s  "
-          f"peak RSS {result.peak_rss_mb:.0f} MiB")
-    for done, rss in result.rss_mb_at.items():
-        print(f"  RSS after {done:>6} tokens: {rss:.0f} MiB")
+        print(json.dumps({**result.to_dict(), **({"hf": hf} if hf else {})}))
+    else:
+        print(report(result, hf))
     return 0
 
 
@@ -186,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=4096)
     p.add_argument("--budget", type=int, default=None, help="lower the bundle's budget")
     p.add_argument("--window", type=int, default=4096, help="report perplexity per window")
+    p.add_argument("--hf", metavar="MODEL", default=None,
+                   help="also run HF transformers with a full cache on the same text")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval_ppl)

@@ -93,3 +93,45 @@ def streaming_ppl(
         rss_mb_at=rss_at,
         graph_frac=session.stats.graph_s / max(session.stats.step_s, 1e-9),
     )
+
+
+def run_hf_baseline(model: str, text: str | Path, tokens: int, window: int) -> dict:
+    """HF full-cache perplexity of the same text, measured in a child process."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "edgekv.tools.hf_stream", model, "--text", str(text),
+           "--tokens", str(tokens), "--window", str(window)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise EdgeKVError(f"the HF baseline failed (exit {proc.returncode}); see its stderr above")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(result: PplResult, hf: dict | None = None) -> str:
+    """The console table: per-window perplexity (beside HF's), flatness and RSS."""
+    lines = [f"policy {result.policy}  budget {result.budget}  tokens {result.tokens}"]
+    header = f"  {'tokens':>13}  {'edgekv ppl':>10}"
+    lines.append(header + (f"  {'HF full-cache ppl':>17}" if hf else ""))
+    for i, ppl in enumerate(result.window_ppl):
+        lo, hi = i * result.window, min((i + 1) * result.window, result.tokens)
+        row = f"  {lo:>6}-{hi:<6}  {ppl:>10.3f}"
+        if hf and i < len(hf["window_ppl"]):
+            row += f"  {hf['window_ppl'][i]:>17.3f}"
+        lines.append(row)
+    median = float(np.median(result.window_ppl))
+    worst = max(result.window_ppl)
+    lines.append(f"ppl {result.ppl:.3f}  {result.tokens_per_s:.0f} tokens/s  "
+                 f"peak RSS {result.peak_rss_mb:.0f} MiB  graph {result.graph_frac:.0%} of step")
+    lines.append(f"worst window / median window: {worst / median:.3f}")
+    marks = sorted(result.rss_mb_at.items())
+    if len(marks) >= 2:
+        (first_n, first), (last_n, last) = marks[0], marks[-1]
+        lines.append(f"RSS at {first_n} tokens {first:.0f} MiB, at {last_n} tokens {last:.0f} MiB "
+                     f"({(last - first) / first:+.1%})")
+    if hf:
+        hf_marks = sorted((int(k), v) for k, v in hf["rss_mb_at"].items())
+        lines.append(f"HF full cache: ppl {hf['ppl']:.3f}, {hf['tokens_per_s']:.0f} tokens/s, RSS "
+                     + ", ".join(f"{v:.0f} MiB at {k}" for k, v in hf_marks))
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""The CLI's commands on a tiny bundle: each prints what it promises."""
+
+import json
+
+from edgekv.cli import main
+from helpers import TEXT_FILE
+
+
+def test_info_prints_contract_and_plan(capsys, tiny_bundle):
+    assert main(["info", str(tiny_bundle())]) == 0
+    out = capsys.readouterr().out
+    assert "budget 96 slots, chunk 1..16" in out
+    for row in ("weights", "kv_cache", "activations", "total"):
+        assert row in out
+
+
+def test_eval_ppl_json(capsys, tiny_bundle):
+    argv = ["eval", "ppl", str(tiny_bundle()), "--text", str(TEXT_FILE), "--tokens", "400",
+            "--policy", "streaming", "--budget", "64", "--window", "100", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("policy", "budget", "tokens", "ppl", "tokens_per_s", "peak_rss_mb"):
+        assert key in result
+    assert result["policy"] == "streaming" and result["budget"] == 64
+    assert result["tokens"] == 400 and result["ppl"] > 1
+    assert len(result["window_ppl"]) == 4
+
+
+def test_run_answers_a_prompt(capsys, tiny_bundle):
+    assert main(["run", str(tiny_bundle()), "--prompt", "Hello", "--max-new-tokens", "5"]) == 0
+    err = capsys.readouterr().err
+    assert ", 5 out," in err  # a random tiny model may say nothing printable; it said 5 tokens
+
+
+def test_chat_on_stdin_runs_many_turns_in_fixed_memory(capsys, tiny_bundle, monkeypatch):
+    import io
+
+    turns = "".join(f"Tell me about the letter number {i}.\n" for i in range(40))
+    monkeypatch.setattr("sys.stdin", io.StringIO(turns))
+    argv = ["run", str(tiny_bundle(budget=64, chunk=16)), "--max-new-tokens", "8",
+            "--policy", "streaming"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "evicted" in err
+    slots = err.split("slots ")[1].split(",")[0]
+    used, budget = map(int, slots.split("/"))
+    assert used <= budget == 64
+
+
+def test_verify_reports_the_difference(capsys, tiny_bundle, tiny_model_dir):
+    argv = ["verify", str(tiny_bundle()), "--against", str(tiny_model_dir("llama")), "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["max_abs_logit_diff"] <= 1e-3 and result["tokens"] > 5
+
+
+def test_policies_lists_parameters(capsys):
+    assert main(["policies"]) == 0
+    out = capsys.readouterr().out
+    assert "streaming" in out and "sinks=4" in out

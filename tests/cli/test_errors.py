@@ -1,0 +1,86 @@
+"""Bad input: one clear line on stderr, exit code 2, never a traceback."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from edgekv.cli import main
+
+
+def _fails(capsys, argv, pattern):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("edgekv: error: ")
+    assert pattern in err, err
+
+
+def test_unknown_model(capsys, tmp_path):
+    _fails(capsys, ["export", "no-such-model", "--out", str(tmp_path / "b")], "unknown model")
+
+
+def test_missing_bundle(capsys, tmp_path):
+    _fails(capsys, ["run", str(tmp_path / "missing"), "--prompt", "hi"], "no bundle at")
+
+
+def test_corrupt_bundle(capsys, tiny_bundle, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle(), bundle)
+    (bundle / "tokenizer.json").write_text("{}")
+    _fails(capsys, ["info", str(bundle)], "tokenizer.json does not match the sha256")
+
+
+def test_manifest_of_another_version(capsys, tiny_bundle, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle(), bundle)
+    raw = json.loads((bundle / "manifest.json").read_text())
+    raw["schema_version"] = 0
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    _fails(capsys, ["run", str(bundle), "--prompt", "hi"], "schema version 0")
+
+
+def test_budget_smaller_than_sinks_plus_chunk(capsys, tiny_bundle):
+    # bundle budget 96, chunk 16: streaming needs 4 + 16 = 20 slots
+    _fails(capsys, ["eval", "ppl", str(tiny_bundle()), "--text", "x", "--budget", "19"],
+           "needs at least 20 slots")
+
+
+def test_budget_above_the_bundle(capsys, tiny_bundle):
+    _fails(capsys, ["eval", "ppl", str(tiny_bundle()), "--text", "x", "--budget", "97"],
+           "can be lowered at run time, not raised")
+
+
+def test_unknown_policy(capsys, tiny_bundle):
+    _fails(capsys, ["run", str(tiny_bundle()), "--policy", "lru", "--prompt", "hi"],
+           "unknown policy 'lru'")
+
+
+def test_full_policy_overflow_explains_the_fix(capsys, tiny_bundle):
+    from helpers import TEXT_FILE
+
+    _fails(capsys, ["eval", "ppl", str(tiny_bundle()), "--policy", "full", "--text",
+                    str(TEXT_FILE), "--tokens", "200", "--quiet"],
+           "use an evicting policy (--policy streaming) or export with a larger --budget")
+
+
+def test_export_budget_smaller_than_chunk(capsys, tmp_path):
+    _fails(capsys, ["export", "smollm2-135m", "--out", str(tmp_path / "b"), "--budget", "8",
+                    "--chunk", "16"], "smaller than --chunk")
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgekv.cli", "info", str(tmp_path / "nope")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("edgekv: error: no bundle at")
+
+
+@pytest.mark.parametrize("argv", [["eval", "ppl"], ["run"]])
+def test_usage_errors_come_from_argparse(argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2

@@ -1,0 +1,108 @@
+"""The bundle on disk: manifest round trip, weights stored once, checks, atomic export."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from edgekv.export import exporter, onnx_graph
+from edgekv.export.manifest import Manifest, load_manifest
+from edgekv.runtime.bundle import Bundle
+from edgekv.runtime.errors import BundleError
+
+
+def test_manifest_round_trips_through_json(tiny_bundle):
+    m = load_manifest(tiny_bundle())
+    assert Manifest.from_json(m.to_json()) == m
+    assert m.validation["max_abs_logit_diff"] <= m.validation["tolerance"]
+    assert set(m.files) == {"decoder.onnx", "decoder.onnx.data", "embed.bin", "tokenizer.json"}
+
+
+def test_tied_embedding_is_stored_once(tiny_bundle):
+    bundle = tiny_bundle("llama")
+    model = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
+    lm_head = next(t for t in model.graph.initializer if t.name == "lm_head.weight")
+    location = {e.key: e.value for e in lm_head.external_data}["location"]
+    assert location == "embed.bin"
+    embed_bytes = (bundle / "embed.bin").stat().st_size
+    m = load_manifest(bundle)
+    assert embed_bytes == m.dims.vocab_size * m.dims.hidden_size * 4
+    # Nothing else in the graph holds a [V, H] matrix: the embedding is not written twice.
+    shape = [m.dims.vocab_size, m.dims.hidden_size]
+    others = [t for t in model.graph.initializer if t.name != "lm_head.weight"]
+    assert all(list(t.dims) != shape for t in others)
+    in_data = sum(int({e.key: e.value for e in t.external_data}["length"])
+                  for t in others if t.external_data)
+    assert in_data <= (bundle / "decoder.onnx.data").stat().st_size < in_data + embed_bytes
+
+
+def test_untied_model_keeps_its_own_lm_head(tiny_bundle):
+    bundle = tiny_bundle("mistral")  # the tiny Mistral config does not tie
+    model = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
+    lm_head = next(t for t in model.graph.initializer if t.name == "lm_head.weight")
+    assert {e.key: e.value for e in lm_head.external_data}["location"] == "decoder.onnx.data"
+
+
+def _copy(bundle, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def test_corrupt_file_is_refused(tiny_bundle, tmp_path):
+    bundle = _copy(tiny_bundle(), tmp_path)
+    data = bytearray((bundle / "decoder.onnx.data").read_bytes())
+    data[100] ^= 0xFF
+    (bundle / "decoder.onnx.data").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="decoder.onnx.data does not match the sha256"):
+        Bundle.open(bundle)
+
+
+def test_missing_file_and_missing_bundle(tiny_bundle, tmp_path):
+    bundle = _copy(tiny_bundle(), tmp_path)
+    (bundle / "embed.bin").unlink()
+    with pytest.raises(BundleError, match="embed.bin is missing"):
+        Bundle.open(bundle)
+    with pytest.raises(BundleError, match="no bundle at"):
+        Bundle.open(tmp_path / "nowhere")
+
+
+def test_other_schema_version_is_refused(tiny_bundle, tmp_path):
+    bundle = _copy(tiny_bundle(), tmp_path)
+    raw = json.loads((bundle / "manifest.json").read_text())
+    raw["schema_version"] = 99
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="schema version 99"):
+        Bundle.open(bundle)
+
+
+def test_interrupted_export_leaves_no_bundle(tiny_model_dir, tmp_path, monkeypatch):
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_graph, "save_with_shared_embedding", interrupted)
+    out = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        exporter.export(str(tiny_model_dir("llama")), out,
+                        exporter.ExportOptions(budget=32, chunk=8), log=lambda _m: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_to_overwrite_without_force(tiny_bundle, tiny_model_dir):
+    from edgekv.runtime.errors import EdgeKVError
+
+    with pytest.raises(EdgeKVError, match="--force"):
+        exporter.export(str(tiny_model_dir("llama")), tiny_bundle(),
+                        exporter.ExportOptions(budget=96, chunk=16), log=lambda _m: None)
+
+
+def test_embedding_lookup_reads_the_shared_table(tiny_bundle, tiny_model_dir):
+    from helpers import load_tiny
+
+    bundle = Bundle.open(tiny_bundle())
+    model, _ = load_tiny(tiny_model_dir("llama"))
+    ids = np.array([3, 17, 200])
+    expected = model.get_input_embeddings().weight.detach().numpy()[ids]
+    np.testing.assert_array_equal(bundle.embed(ids)[0], expected)
