@@ -18,6 +18,7 @@ from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.cache import TEXT, KVCache
 from edgekv.runtime.errors import BudgetError
 from edgekv.runtime.policies import Policy, make_policy
+from edgekv.runtime.policies.base import Chunk
 from edgekv.runtime.sampler import Sampler
 
 ChunkCallback = Callable[[int, np.ndarray], None]
@@ -72,7 +73,12 @@ class Session:
 
     # -- feeding --------------------------------------------------------------------------------
     def step(
-        self, embeds: np.ndarray, modality: int = TEXT, protected: bool = False, group: int = 0
+        self,
+        embeds: np.ndarray,
+        modality: int = TEXT,
+        protected: bool = False,
+        group: int = 0,
+        place: np.ndarray | None = None,
     ) -> np.ndarray:
         """One decoder call on a chunk of embeddings [1, c, H]; returns its logits [c, V]."""
         start = time.perf_counter()
@@ -80,16 +86,14 @@ class Session:
         positions = np.arange(self.pos, self.pos + c, dtype=np.int64)
         self.policy.make_room(self.cache, c)
         slot_pos, slot_bias, chunk_pos = self.cache.graph_inputs(positions, self.position_mode)
-        mass_weight = np.ones(c, dtype=np.float32)
         graph_start = time.perf_counter()
-        out = self.backend.run(embeds, chunk_pos, slot_pos, slot_bias, mass_weight)
+        out = self.backend.run(embeds, chunk_pos, slot_pos, slot_bias, self.policy.mass_weight(c))
         self.stats.graph_s += time.perf_counter() - graph_start
         capacity = self.cache.capacity
         self.policy.observe(self.cache, out.attn_mass[..., :capacity])
-        slots = self.cache.free_slots(c)
-        self.cache.write(slots, out.new_keys, out.new_values, positions,
-                         score=out.attn_mass[..., capacity:], modality=modality,
-                         protected=protected, group=group)
+        self.policy.admit(self.cache, Chunk(out.new_keys, out.new_values, positions,
+                                            out.attn_mass[..., capacity:], modality, group,
+                                            protected, place))
         self.pos += c
         self.stats.steps += 1
         self.stats.tokens_in += c
