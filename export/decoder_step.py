@@ -25,7 +25,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32 as the HF implementations do, then return to the model dtype.
         xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        # sum * (1/n) rather than mean(): the exporter gives ReduceMean a computed `axes`
+        # input, which TensorRT's ONNX parser rejects (axes must be an initializer).
+        mean_square = xf.pow(2).sum(-1, keepdim=True) * (1.0 / xf.shape[-1])
+        xf = xf * torch.rsqrt(mean_square + self.eps)
         return self.weight * xf.to(x.dtype)
 
 

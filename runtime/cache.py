@@ -175,21 +175,22 @@ class KVCache:
         if not in_order:
             self.rerank()
 
-    def merge_into(self, target: np.ndarray, new_keys: np.ndarray,
-                   new_values: np.ndarray) -> None:
-        """Fold one new token per (layer, head) into slots `target` ([L, Hkv]).
+    def merge_into(self, target: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray,
+                   where: np.ndarray | None = None) -> None:
+        """Fold one new token per (layer, head) into slots `target` ([L, Hkv]), where `where`.
 
         K/V become the count-weighted mean and the slot stands for one more token
-        (slot_bias = log count), so attention to it equals attention to its members' mean.
+        (slot_bias = log count): n merged near-duplicates keep the attention weight n copies
+        of their mean would get.
         """
-        layer = np.arange(target.shape[0])[:, None]
-        head = np.arange(target.shape[1])[None, :]
-        n = self.count[layer, head, target].astype(np.float32)[..., None]
+        layer, head = np.nonzero(np.ones(target.shape, bool) if where is None else where)
+        slot = target[layer, head]
+        n = self.count[layer, head, slot].astype(np.float32)[:, None]
         for buf, new in ((self.keys, new_keys), (self.values, new_values)):
-            old = buf[layer, head, target].astype(np.float32)
-            buf[layer, head, target] = ((old * n + new) / (n + 1)).astype(buf.dtype)
-        self.count[layer, head, target] += 1
-        self.bias[layer, head, target] = np.log(self.count[layer, head, target])
+            old = buf[layer, head, slot].astype(np.float32)
+            buf[layer, head, slot] = ((old * n + new[layer, head]) / (n + 1)).astype(buf.dtype)
+        self.count[layer, head, slot] += 1
+        self.bias[layer, head, slot] = np.log(self.count[layer, head, slot])
 
     def rerank(self) -> None:
         """Recompute every head's rank order from scratch (after out-of-order writes)."""

@@ -73,7 +73,7 @@ class Policy:
                     group=chunk.group, protected=chunk.protected, place=chunk.place)
 
     def params(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
 
 def evict_lowest(cache: KVCache, priority: np.ndarray, need: np.ndarray) -> None:
