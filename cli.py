@@ -133,10 +133,32 @@ def _policies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from edgekv.export.trt_check import check_bundle
+
+    report = check_bundle(args.bundle, args.target)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+def _build(args: argparse.Namespace) -> int:
+    from edgekv.runtime.build_options import resolve_options
+    from edgekv.runtime.engine_build import build_bundle
+
+    options = resolve_options(args.fp16, args.workspace, args.profile,
+                              log=lambda m: print(f"edgekv: {m}", file=sys.stderr))
+    manifest = build_bundle(args.bundle, options)
+    for name, record in manifest.engines["graphs"].items():
+        print(f"{name}: {record['file']} (TensorRT {manifest.engines['tensorrt_version']}, "
+              f"{manifest.engines['precision']})")
+    return 0
+
+
 def _add_session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle directory made by edgekv export")
     p.add_argument("--policy", default="streaming", help="NAME or NAME:key=value,...")
-    p.add_argument("--backend", default="auto", help="auto | ort | torch")
+    p.add_argument("--backend", default="auto",
+                   help="auto | trt | ort-gpu | ort | torch | torch-device")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
 
 
@@ -193,6 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="ort")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_verify)
+
+    p = sub.add_parser("check", help="static check of a bundle's graphs for TensorRT")
+    p.add_argument("bundle")
+    p.add_argument("--target", default="tensorrt-10.3", help="support list to check against")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("build", help="TensorRT engines for a bundle (on the device)")
+    p.add_argument("bundle")
+    p.add_argument("--fp16", action="store_true", help="allow fp16 kernels")
+    p.add_argument("--workspace", type=int, default=None, help="builder workspace, MiB")
+    p.add_argument("--profile", default=None, help="device profile: name or .toml path")
+    p.set_defaults(func=_build)
 
     p = sub.add_parser("policies", help="list KV policies and their parameters")
     p.set_defaults(func=_policies)

@@ -90,6 +90,9 @@ class Manifest:
     opset: int
     files: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    # TensorRT engines made on the device by `edgekv build` (empty until then; files written
+    # before this field existed read as empty, so the schema version is unchanged).
+    engines: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     edgekv_version: str = ""
 
