@@ -108,6 +108,16 @@ def _eval_ppl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_quality(args: argparse.Namespace) -> int:
+    from edgekv.tools.quality import quality_table
+
+    table = quality_table(args.bundle, args.text, args.tokens,
+                          [int(b) for b in args.budgets.split(",")], args.policies.split(","),
+                          args.full_bundle, args.full_tokens, args.threads)
+    print(json.dumps(table.to_dict()) if args.json else table.render())
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from edgekv.export.loading import load, resolve
     from edgekv.export.manifest import load_manifest
@@ -207,6 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval_ppl)
+
+    p = ev.add_parser("quality", help="perplexity of policies x budgets on one long text")
+    p.add_argument("bundle", help="bundle whose budget is at least the largest --budgets")
+    p.add_argument("--text", required=True)
+    p.add_argument("--tokens", type=int, default=16384)
+    p.add_argument("--budgets", default="256,512,1024")
+    p.add_argument("--policies", default="window,streaming,h2o,snapkv,inf-mllm,structured")
+    p.add_argument("--full-bundle", default=None, help="bundle big enough for --full-tokens")
+    p.add_argument("--full-tokens", type=int, default=8192)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_eval_quality)
 
     p = sub.add_parser("verify", help="compare a bundle with its original model")
     p.add_argument("bundle")

@@ -30,9 +30,17 @@ class PplResult:
     window_ppl: list[float] = field(default_factory=list)
     rss_mb_at: dict[int, float] = field(default_factory=dict)  # tokens fed -> RSS
     graph_frac: float = 0.0  # share of step time spent inside the graph
+    nll: np.ndarray | None = field(default=None, repr=False)  # per token; nll[0] unscored
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("nll")
+        return out
+
+    def ppl_first(self, n: int) -> float:
+        """Perplexity over the first `n` tokens only."""
+        assert self.nll is not None
+        return float(np.exp(self.nll[1:n].mean()))
 
 
 def log_probs_of(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -92,6 +100,7 @@ def streaming_ppl(
         window_ppl=windows,
         rss_mb_at=rss_at,
         graph_frac=session.stats.graph_s / max(session.stats.step_s, 1e-9),
+        nll=nll,
     )
 
 
