@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-from helpers import TEXT_FILE
 from streaming_reference import streaming_nll
 
 from edgekv.export.validate import bundle_logits, hf_logits
 from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.session import Session
 from edgekv.tools.ppl import streaming_ppl
+from helpers import TEXT_FILE
 
 pytestmark = pytest.mark.real
 
