@@ -103,3 +103,12 @@ def test_plot_without_plan_or_phases(tmp_path):
 def test_bad_interval_is_refused(interval):
     with pytest.raises(ValueError, match="interval"):
         profile_command([sys.executable, "-c", "pass"], interval=interval)
+
+
+def test_run_memory_log_records_phases_and_plan(tmp_path, tiny_bundle):
+    out = tmp_path / "run.json"
+    assert main(["run", str(tiny_bundle("llama")), "--prompt", "Hello there",
+                 "--max-new-tokens", "8", "--memory-log", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [p["phase"] for p in report["phases"]][:3] == ["load", "prefill", "decode"]
+    assert report["plan"]["total"] > 0 and report["peak"]["rss"] > 0
