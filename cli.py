@@ -10,30 +10,52 @@ from collections.abc import Callable, Sequence
 from edgekv.runtime.errors import EdgeKVError
 
 Handler = Callable[[argparse.Namespace], int]
+DEFAULT_BUDGET, DEFAULT_CHUNK = 2048, 64
 
 
 def _export(args: argparse.Namespace) -> int:
     from edgekv.export.exporter import ExportOptions, export
     from edgekv.profiles.planner import plan
+    from edgekv.profiles.report import plan_lines
 
-    options = ExportOptions(budget=args.budget, chunk=args.chunk, dtype=args.dtype,
-                            position_mode=args.position_mode, opset=args.opset,
-                            tolerance=args.tolerance, validate=not args.no_validate,
-                            force=args.force)
-    manifest = export(args.model, args.out, options)
-    _print_plan(plan(manifest.dims, manifest.budget, manifest.chunk, manifest.dtype))
+    profile = _load_profile(args.profile)
+    # A profile supplies the chunk, dtype and (chosen to fit) budget the user did not give.
+    options = ExportOptions(
+        budget=args.budget or DEFAULT_BUDGET,
+        chunk=args.chunk or (profile.default_chunk if profile else DEFAULT_CHUNK),
+        dtype=args.dtype or (profile.precision if profile else "fp32"),
+        position_mode=args.position_mode, opset=args.opset, tolerance=args.tolerance,
+        validate=not args.no_validate, force=args.force)
+    if profile is None:
+        manifest = export(args.model, args.out, options)
+        _print_lines(plan_lines(plan(manifest.dims, manifest.budget, manifest.chunk,
+                                     manifest.dtype)))
+        return 0
+    from edgekv.profiles.export_fit import export_for_device
+
+    _, memory_plan = export_for_device(args.model, args.out, options, profile,
+                                       choose=args.budget is None)
+    print(f"memory plan on {profile.name}")
+    _print_lines(plan_lines(memory_plan))
     return 0
 
 
-def _print_plan(memory_plan: object) -> None:
-    for name, value in memory_plan.rows():  # type: ignore[attr-defined]
-        print(f"  {name:<12} {value / 2**20:>10.1f} MiB")
+def _load_profile(name: str | None):  # noqa: ANN202 - DeviceProfile | None, imported lazily
+    from edgekv.profiles.loader import load_profile
+
+    return load_profile(name) if name else None
+
+
+def _print_lines(lines: list[str]) -> None:
+    print("\n".join(lines))
 
 
 def _info(args: argparse.Namespace) -> int:
     from edgekv.export.manifest import load_manifest
     from edgekv.profiles.planner import plan
+    from edgekv.profiles.report import budget_table, device_fit_lines, plan_lines
 
+    profile = _load_profile(args.profile)  # a bad name fails before anything is printed
     m = load_manifest(args.bundle, verify=not args.no_verify)
     d = m.dims
     print(f"bundle      {args.bundle}")
@@ -44,31 +66,84 @@ def _info(args: argparse.Namespace) -> int:
           f"positions {m.position_mode}, opset {m.opset}")
     if m.validation:
         print(f"validated   max |logit diff| {m.validation['max_abs_logit_diff']:.2e} vs HF")
-    print("memory plan")
-    _print_plan(plan(d, m.budget, m.chunk, m.dtype))
+    if profile is not None:
+        _print_lines(device_fit_lines(d, m.budget, m.chunk, m.dtype, profile))
+        return 0
+    print("memory plan (this machine's CPU)")
+    _print_lines(plan_lines(plan(d, m.budget, m.chunk, m.dtype)))
+    _print_lines(budget_table(d, m.chunk, m.dtype))
     return 0
 
 
+def _profiles(args: argparse.Namespace) -> int:
+    from edgekv.profiles.report import profile_lines
+
+    _print_lines(profile_lines())
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from edgekv.tools.memprof import profile_command
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise EdgeKVError("give the command to profile after --, e.g. "
+                          "edgekv profile -- edgekv eval ppl BUNDLE --text FILE")
+    if args.interval <= 0:
+        raise EdgeKVError(f"--interval must be positive, not {args.interval}")
+    report = profile_command(command, interval=args.interval)
+    _print_lines(report.summary_lines())
+    if args.out:
+        report.save(args.out)
+    if args.plot:
+        from edgekv.tools.memplot import plot_report
+
+        plot_report(report, args.plot)
+    return report.exit_code or 0
+
+
 def _open_session(args: argparse.Namespace):  # noqa: ANN202 - Session, imported lazily
+    from edgekv.profiles.planner import plan
     from edgekv.runtime.bundle import Bundle
     from edgekv.runtime.session import Session
+    from edgekv.tools import phases
 
+    phases.mark("load")
     bundle = Bundle.open(args.bundle)
+    m = bundle.manifest
+    phases.record_plan(plan(m.dims, m.budget, m.chunk, m.dtype).rows())
     return Session.open(bundle, policy=args.policy, backend=args.backend,
                         budget=getattr(args, "budget", None), threads=args.threads)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.memory_log:
+        from edgekv.tools.memprof import MemoryLog
+
+        with MemoryLog(args.memory_log):
+            return _chat(args)
+    return _chat(args)
+
+
+def _chat(args: argparse.Namespace) -> int:
     from edgekv.runtime.sampler import Sampler
+    from edgekv.tools import phases
 
     session = _open_session(args)
     sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     if args.system:
         session.messages.append({"role": "system", "content": args.system})
     questions = [args.prompt] if args.prompt else _stdin_lines()
+    evicted = False
     try:
         for question in questions:
-            for piece in session.ask(question, args.max_new_tokens, sampler):
+            phases.mark("prefill")
+            for i, piece in enumerate(session.ask(question, args.max_new_tokens, sampler)):
+                if i == 0:
+                    phases.mark("decode")
+                if not evicted and session.cache.evictions:
+                    evicted = True
+                    phases.mark("first-eviction")
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             sys.stdout.write("\n")
@@ -179,9 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model to a bundle")
     p.add_argument("model", help="HF model directory, .gguf file, or built-in name (smollm2-135m)")
     p.add_argument("--out", required=True)
-    p.add_argument("--budget", type=int, default=2048, help="KV slots, fixed in the graph")
-    p.add_argument("--chunk", type=int, default=64, help="largest chunk per decoder call")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--budget", type=int, default=None,
+                   help=f"KV slots, fixed in the graph (default {DEFAULT_BUDGET}; with "
+                   "--profile: the largest that fits)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help=f"largest chunk per decoder call (default {DEFAULT_CHUNK} or the "
+                   "profile's)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "fp16"],
+                   help="default fp32, or the profile's precision")
+    p.add_argument("--profile", default=None, help="device profile name or .toml path")
     p.add_argument("--position-mode", default="cache", choices=["cache", "absolute"])
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--tolerance", type=float, default=None, help="max |logit diff| accepted")
@@ -192,7 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="manifest summary and memory plan")
     p.add_argument("bundle")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    p.add_argument("--profile", default=None, help="device profile name or .toml path")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("profiles", help="list device profiles")
+    p.set_defaults(func=_profiles)
+
+    p = sub.add_parser("profile", help="run a command and measure its memory",
+                       usage="edgekv profile [--interval S] [--out JSON] [--plot PNG] -- COMMAND")
+    p.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
+    p.add_argument("--out", default=None, help="write the report (JSON) here")
+    p.add_argument("--plot", default=None, help="draw memory over time with the plan (PNG)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(func=_profile)
 
     p = sub.add_parser("run", help="answer --prompt, or chat on stdin")
     _add_session_args(p)
@@ -202,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-log", default=None, help="sample memory during the run; JSON here")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("eval", help="evaluations")

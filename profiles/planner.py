@@ -21,13 +21,16 @@ class MemoryPlan:
     kv_cache: int
     activations: int
     overhead: int
+    workspace: int = 0  # TensorRT tactic scratch (a device profile's workspace); 0 on the CPU
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.activations + self.overhead
+        return self.weights + self.kv_cache + self.activations + self.overhead + self.workspace
 
     def rows(self) -> list[tuple[str, int]]:
-        return [*asdict(self).items(), ("total", self.total)]
+        """(name, bytes) of every part, then the total. A zero workspace is left out."""
+        parts = [(k, v) for k, v in asdict(self).items() if k != "workspace" or v]
+        return [*parts, ("total", self.total)]
 
 
 def weight_params(d: DecoderDims) -> int:
@@ -58,22 +61,28 @@ def activation_bytes(d: DecoderDims, budget: int, chunk: int, dtype: str) -> int
 
 
 def plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
-         overhead: int = RUNTIME_OVERHEAD) -> MemoryPlan:
+         overhead: int = RUNTIME_OVERHEAD, workspace: int = 0) -> MemoryPlan:
+    if dtype not in BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}; the planner knows {', '.join(BYTES)}")
     return MemoryPlan(
         weights=weight_params(d) * BYTES[dtype],
         kv_cache=kv_bytes(d, budget, dtype),
         activations=activation_bytes(d, budget, chunk, dtype),
         overhead=overhead,
+        workspace=workspace,
     )
 
 
 def largest_budget(d: DecoderDims, chunk: int, dtype: str, limit: int,
-                   overhead: int = RUNTIME_OVERHEAD) -> int:
-    """The largest budget (a multiple of `chunk`) whose planned total fits in `limit` bytes."""
+                   overhead: int = RUNTIME_OVERHEAD, workspace: int = 0) -> int:
+    """The largest budget (a multiple of `chunk`) whose planned total fits in `limit` bytes.
+
+    0 when not even an empty cache fits (the weights and overhead alone are too large).
+    """
     lo, hi = 0, 1 << 22
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if plan(d, mid * chunk, chunk, dtype, overhead).total <= limit:
+        if plan(d, mid * chunk, chunk, dtype, overhead, workspace).total <= limit:
             lo = mid
         else:
             hi = mid - 1

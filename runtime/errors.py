@@ -19,3 +19,7 @@ class PolicyError(EdgeKVError):
 
 class ModelError(EdgeKVError):
     """A model that cannot be found, loaded or exported."""
+
+
+class ProfileError(EdgeKVError):
+    """A device profile that cannot be found, or a profile file with a bad field."""
