@@ -102,6 +102,10 @@ def _profile(args: argparse.Namespace) -> int:
     return report.exit_code or 0
 
 
+def _say(line: str) -> None:
+    print(f"edgekv: {line}", file=sys.stderr)
+
+
 def _open_session(args: argparse.Namespace):  # noqa: ANN202 - Session, imported lazily
     from edgekv.profiles.planner import plan
     from edgekv.runtime.bundle import Bundle
@@ -112,8 +116,9 @@ def _open_session(args: argparse.Namespace):  # noqa: ANN202 - Session, imported
     bundle = Bundle.open(args.bundle)
     m = bundle.manifest
     phases.record_plan(plan(m.dims, m.budget, m.chunk, m.dtype).rows())
+    say = _say if args.command == "run" else None  # `run` says which backend `auto` chose
     return Session.open(bundle, policy=args.policy, backend=args.backend,
-                        budget=getattr(args, "budget", None), threads=args.threads)
+                        budget=getattr(args, "budget", None), threads=args.threads, say=say)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -260,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=None,
                    help=f"largest chunk per decoder call (default {DEFAULT_CHUNK} or the "
                    "profile's)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "fp16"],
+    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "int4"],
                    help="default fp32, or the profile's precision")
     p.add_argument("--profile", default=None, help="device profile name or .toml path")
     p.add_argument("--position-mode", default="cache", choices=["cache", "absolute"])

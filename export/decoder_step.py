@@ -51,10 +51,15 @@ class DecoderLayer(nn.Module):
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE in the rotate-half layout used by Llama-family checkpoints in transformers."""
+    """RoPE in the rotate-half layout used by Llama-family checkpoints in transformers.
+
+    `cos`/`sin` are half-width ([..., D/2]): the two halves share frequencies, so computing
+    them once halves the Sin/Cos work, which matters because every cached key is rotated on
+    every call.
+    """
     half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
 class DecoderStep(nn.Module):
@@ -73,11 +78,10 @@ class DecoderStep(nn.Module):
         self.to(dtype)
 
     def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = pos.to(torch.float32).unsqueeze(-1) * self.inv_freq
-        emb = torch.cat([freqs, freqs], dim=-1)
+        freqs = pos.to(torch.float32).unsqueeze(-1) * self.inv_freq  # [..., D/2]
         scale = self.dims.rope_attention_scaling
         dtype = self.lm_head.weight.dtype
-        return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
+        return (freqs.cos() * scale).to(dtype), (freqs.sin() * scale).to(dtype)
 
     def forward(
         self,
@@ -93,8 +97,8 @@ class DecoderStep(nn.Module):
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
         c = inputs_embeds.shape[1]
         x = inputs_embeds[0]
-        cos_c, sin_c = self.rope(chunk_pos)  # [c, D]
-        cos_s, sin_s = self.rope(slot_pos)  # [L, Hkv, B, D]
+        cos_c, sin_c = self.rope(chunk_pos)  # [c, D/2]
+        cos_s, sin_s = self.rope(slot_pos)  # [L, Hkv, B, D/2]
         idx = torch.arange(c, device=x.device)
         future = (idx.unsqueeze(0) > idx.unsqueeze(1)).to(torch.float32)
         causal = (future * EMPTY_SLOT_BIAS).expand(n_kv, c, c)

@@ -61,6 +61,7 @@ class EmbeddingTable:
     file: str
     dtype: str
     shape: list[int]
+    shared_with_lm_head: bool = False  # the graph's lm_head.weight points at this file
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Manifest:
     # TensorRT engines made on the device by `edgekv build` (empty until then; files written
     # before this field existed read as empty, so the schema version is unchanged).
     engines: dict[str, Any] = field(default_factory=dict)
+    # How weights are quantized ("" = not at all); int4 bundles use an ONNX Runtime contrib op.
+    quant_format: str = ""
     schema_version: int = SCHEMA_VERSION
     edgekv_version: str = ""
 

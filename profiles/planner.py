@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass
 
 from edgekv.export.manifest import DecoderDims
 
-BYTES = {"fp32": 4, "fp16": 2}
+# Bytes per KV / activation element per bundle dtype (int4 bundles quantize weights only).
+BYTES = {"fp32": 4, "fp16": 2, "int4": 4}
 # Python, numpy, ONNX Runtime and the tokenizer once imported, measured as RSS of an idle
 # `edgekv run` process on the CPU here; a device profile may override it.
 RUNTIME_OVERHEAD = 120 * 2**20
@@ -44,6 +45,16 @@ def weight_params(d: DecoderDims) -> int:
     return d.num_layers * (attn + mlp + norms) + d.hidden_size + embed + lm_head
 
 
+def weight_bytes(d: DecoderDims, dtype: str) -> int:
+    """Weights once. int4: 4-bit blocks of 32 with an fp32 scale and a 4-bit zero point each,
+    lm_head included; the token-embedding table stays fp32 (memory-mapped) for lookup."""
+    if dtype != "int4":
+        return weight_params(d) * BYTES[dtype]
+    embed = d.vocab_size * d.hidden_size
+    quantized = weight_params(d) - embed + d.vocab_size * d.hidden_size  # layers + lm_head
+    return int(quantized * (0.5 + 4.5 / 32)) + embed * 4
+
+
 def kv_bytes(d: DecoderDims, budget: int, dtype: str) -> int:
     return 2 * d.num_layers * d.num_kv_heads * budget * d.head_dim * BYTES[dtype]
 
@@ -65,7 +76,7 @@ def plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
     if dtype not in BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; the planner knows {', '.join(BYTES)}")
     return MemoryPlan(
-        weights=weight_params(d) * BYTES[dtype],
+        weights=weight_bytes(d, dtype),
         kv_cache=kv_bytes(d, budget, dtype),
         activations=activation_bytes(d, budget, chunk, dtype),
         overhead=overhead,

@@ -55,6 +55,7 @@ class Session:
         budget: int | None = None,
         position_mode: str | None = None,
         threads: int = 0,
+        say: Callable[[str], None] | None = None,
     ) -> Session:
         m = bundle.manifest
         policy = make_policy(policy) if isinstance(policy, str) else policy
@@ -68,7 +69,7 @@ class Session:
         d = m.dims
         cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim,
                                  bundle.kv_dtype, budget=budget)
-        return cls(bundle, policy, make_backend(backend, bundle, cache, threads), cache,
+        return cls(bundle, policy, make_backend(backend, bundle, cache, threads, say), cache,
                    position_mode or m.position_mode, m.chunk)
 
     # -- feeding --------------------------------------------------------------------------------

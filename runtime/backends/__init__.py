@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 from edgekv.runtime.backends.base import Backend, StepOutput
@@ -64,13 +63,15 @@ BACKENDS: dict[str, Callable[[Bundle, KVCache, int], Backend]] = {
 
 def make_backend(
     name: str, bundle: Bundle, cache: KVCache, threads: int = 0,
-    say: Callable[[str], None] = lambda line: print(f"edgekv: {line}", file=sys.stderr),
+    say: Callable[[str], None] | None = None,
 ) -> Backend:
+    """Build backend `name` over `cache`; `say` hears which one `auto` chose, and why."""
     if name == "auto":
         from edgekv.runtime.backends.select import choose_backend
 
         choice = choose_backend(bundle.manifest)
-        say(f"backend {choice.reason}")
+        if say is not None:
+            say(f"backend {choice.reason}")
         name = choice.name
     if name not in BACKENDS:
         raise EdgeKVError(f"unknown backend {name!r}; known: auto, {', '.join(BACKENDS)}")
