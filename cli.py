@@ -180,7 +180,8 @@ def _eval_ppl(args: argparse.Namespace) -> int:
     session = _open_session(args)
     ids = read_tokens(session, args.text, args.tokens)
     result = streaming_ppl(session, ids, window=args.window, progress=not args.quiet)
-    hf = run_hf_baseline(args.hf, args.text, args.tokens, args.window) if args.hf else None
+    hf_tokens = min(args.hf_tokens or args.tokens, args.tokens)
+    hf = run_hf_baseline(args.hf, args.text, hf_tokens, args.window) if args.hf else None
     if args.json:
         print(json.dumps({**result.to_dict(), **({"hf": hf} if hf else {})}))
     else:
@@ -313,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=4096, help="report perplexity per window")
     p.add_argument("--hf", metavar="MODEL", default=None,
                    help="also run HF transformers with a full cache on the same text")
+    p.add_argument("--hf-tokens", type=int, default=None,
+                   help="stop the HF baseline after this many tokens (its cost grows as n^2)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval_ppl)
