@@ -19,7 +19,9 @@ chunk 32; perplexity per setting in brackets (streaming 22.56, h2o 22.06, snapkv
 - decay=0.995 per retrieval query: a half-life of ~140 queries, long enough for a saddle to
   prove itself, short enough to let go. Together with the bias it is the "attention bias":
   without both (decay=1, bias=0) perplexity was 21.96 against 21.88.
-- smooth=3: a token beside a relevant one is usually part of the same phrase or region.
+- smooth=3: a token beside a relevant one is usually part of the same phrase or region. On
+  text it costs a little (smooth=1 with recent=0.75: 21.69); kept for DESIGN.md's
+  neighbour smoothing of image regions, which this sweep did not measure.
 - bias=1.0: priority = (smoothed relevance + 1e-6) x (1 + bias x rank/n); at equal relevance
   the newer token wins (by up to 2x), which is what lets the kept set move on.
 """
