@@ -146,13 +146,18 @@ class Session:
     def ask(
         self, question: str, max_new_tokens: int = 256, sampler: Sampler | None = None
     ) -> Iterator[str]:
-        """Add a user turn, stream the answer as text pieces, and keep it in the conversation."""
+        """Add a user turn, stream the answer as text pieces, and keep it in the conversation.
+
+        Only the system message and the last exchange are kept as text: the template renders
+        them to find what is new, and the cache (under the policy) is the conversation's
+        memory. So hundreds of turns cost no more host memory than one.
+        """
         text = self.bundle.text
-        self.messages.append({"role": "user", "content": question})
-        rendered = text.render(self.messages, add_generation_prompt=True)
+        system = [m for m in self.messages[:1] if m["role"] == "system"]
+        user = {"role": "user", "content": question}
+        rendered = text.render([*self.messages, user], add_generation_prompt=True)
         common = _common_prefix(rendered, self._fed_text)
-        prompt = text.encode(rendered[common:])
-        last = self.feed(prompt)
+        last = self.feed(text.encode(rendered[common:]))
         produced: list[int] = []
         shown = ""
         for token in self.generate(last, max_new_tokens, sampler):
@@ -161,9 +166,9 @@ class Session:
             if now.startswith(shown) and not now.endswith("\ufffd"):
                 yield now[len(shown) :]
                 shown = now
-        answer = text.decode(produced)
-        self.messages.append({"role": "assistant", "content": answer.strip()})
-        self._fed_text = rendered + text.decode(produced, skip_special_tokens=False)
+        self.messages = [*system, user, {"role": "assistant", "content": text.decode(produced)}]
+        self._fed_text = (text.render([*system, user], add_generation_prompt=True)
+                          + text.decode(produced, skip_special_tokens=False))
 
 
 def _common_prefix(a: str, b: str) -> int:
