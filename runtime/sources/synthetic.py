@@ -1,0 +1,138 @@
+"""`synthetic[:key=value,...]`: a generated scene for demos, tests and benchmarks. Coloured
+shapes move and bounce on a gradient, and a seven-segment counter shows the frame number, so a
+model (or a person) can tell frames apart. Seeded: the same spec gives the same frames.
+Pure numpy: it needs no OpenCV.
+
+Keys: seed (0), size (WxH, 320x240), fps (30: stream time per frame), shapes (4),
+frames (end after this many; default never), live (0; 1 paces frames in real time, as a
+camera does).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgekv.runtime.sources.base import Frame, SourceError
+
+# Segments a..g of the digits 0-9 (a top, b top-right, c bottom-right, d bottom,
+# e bottom-left, f top-left, g middle).
+_SEGMENTS = ["abcdef", "bc", "abdeg", "abcdg", "bcfg", "acdfg", "acdefg", "abc", "abcdefg",
+             "abcdfg"]
+
+
+@dataclass
+class SyntheticOptions:
+    seed: int = 0
+    width: int = 320
+    height: int = 240
+    fps: float = 30.0
+    shapes: int = 4
+    frames: int | None = None
+    live: bool = False
+
+
+class SyntheticSource:
+    def __init__(self, options: SyntheticOptions) -> None:
+        self.options = options
+        self.name = "synthetic"
+        self.live = options.live
+        self.index = 0
+        self.t0 = 0.0
+        rng = np.random.default_rng(options.seed)
+        n, w, h = options.shapes, options.width, options.height
+        self.radius = rng.integers(max(2, min(w, h) // 16), max(3, min(w, h) // 6), n)
+        self.pos = rng.uniform([0, 0], [w, h], (n, 2))
+        self.vel = rng.uniform(-4.0, 4.0, (n, 2)) * max(w, h) / 320
+        self.colour = rng.integers(40, 256, (n, 3)).astype(np.uint8)
+        self.square = rng.random(n) < 0.5
+        yy, xx = np.mgrid[0:h, 0:w]
+        self.yy, self.xx = yy, xx
+        base = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1),
+                         np.full_like(xx, 96)], -1)
+        self.background = (base // 3).astype(np.uint8)
+
+    def open(self) -> None:
+        self.t0 = time.monotonic()
+
+    def read(self) -> Frame | None:
+        o = self.options
+        if o.frames is not None and self.index >= o.frames:
+            return None
+        if o.live:  # a camera gives frame i at i / fps seconds, not sooner
+            wait = self.t0 + self.index / o.fps - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        image = self.render(self.index)
+        frame = Frame(image, self.index, self.index / o.fps)
+        self.index += 1
+        return frame
+
+    def render(self, index: int) -> np.ndarray:
+        o = self.options
+        image = self.background.copy()
+        # Closed-form motion (bouncing = a triangle wave), so frame i never depends on i-1.
+        span = np.array([o.width, o.height], dtype=float)
+        travel = np.abs((self.pos + self.vel * index) % (2 * span) - span)
+        centre = span - travel
+        for k in range(len(self.radius)):
+            dx, dy = self.xx - centre[k, 0], self.yy - centre[k, 1]
+            r = self.radius[k]
+            if self.square[k]:
+                mask = (np.abs(dx) <= r) & (np.abs(dy) <= r)
+            else:
+                mask = dx * dx + dy * dy <= r * r
+            image[mask] = self.colour[k]
+        draw_counter(image, index)
+        return image
+
+    def close(self) -> None:
+        pass
+
+
+def draw_counter(image: np.ndarray, value: int, scale: int | None = None) -> None:
+    """Draw `value` in white seven-segment digits in the top-left corner."""
+    h, w = image.shape[:2]
+    s = scale or max(1, h // 60)
+    dw, dh, t = 5 * s, 9 * s, s  # digit width, height, stroke
+    segments = {"a": (0, 0, dw, t), "b": (dw - t, 0, t, dh // 2 + 1), "c": (dw - t, dh // 2, t,
+                dh - dh // 2), "d": (0, dh - t, dw, t), "e": (0, dh // 2, t, dh - dh // 2),
+                "f": (0, 0, t, dh // 2 + 1), "g": (0, dh // 2 - t // 2, dw, t)}
+    for i, digit in enumerate(str(value)):
+        x0, y0 = t + i * (dw + 2 * t), t
+        if x0 + dw > w or y0 + dh > h:
+            return
+        for name in _SEGMENTS[int(digit)]:
+            x, y, sw, sh = segments[name]
+            image[y0 + y : y0 + y + sh, x0 + x : x0 + x + sw] = 255
+
+
+def parse_options(arg: str) -> SyntheticOptions:
+    """'seed=3,size=64x48,frames=100' -> SyntheticOptions."""
+    options = SyntheticOptions()
+    for item in filter(None, (part.strip() for part in arg.split(","))):
+        key, _, value = item.partition("=")
+        try:
+            if key == "size":
+                width, height = (int(v) for v in value.lower().split("x"))
+                options.width, options.height = width, height
+            elif key in ("seed", "shapes", "frames"):
+                setattr(options, key, int(value))
+            elif key == "fps":
+                options.fps = float(value)
+            elif key == "live":
+                options.live = value not in ("0", "false", "no")
+            else:
+                raise SourceError(f"synthetic: unknown key {key!r} "
+                                  "(seed, size, fps, shapes, frames, live)")
+        except ValueError:
+            raise SourceError(f"synthetic: bad value in {item!r}") from None
+    if options.width < 8 or options.height < 8 or options.fps <= 0:
+        raise SourceError("synthetic: size must be at least 8x8 and fps positive")
+    return options
+
+
+def open_synthetic(arg: str) -> SyntheticSource:
+    return SyntheticSource(parse_options(arg))
