@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from edgekv.runtime.errors import EdgeKVError
 
@@ -46,8 +47,8 @@ def _load_profile(name: str | None):  # noqa: ANN202 - DeviceProfile | None, imp
     return load_profile(name) if name else None
 
 
-def _print_lines(lines: list[str]) -> None:
-    print("\n".join(lines))
+def _print_lines(lines: list[str], stream: TextIO | None = None) -> None:
+    print("\n".join(lines), file=stream or sys.stdout)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -122,12 +123,53 @@ def _open_session(args: argparse.Namespace):  # noqa: ANN202 - Session, imported
 
 
 def _run(args: argparse.Namespace) -> int:
+    streaming = {"--ask": args.ask, "--every": args.every, "--fps": args.fps,
+                 "--max-frames": args.max_frames, "--duration": args.duration,
+                 "--transcript": args.transcript}
+    given = [flag for flag, value in streaming.items() if value]
+    if given and not args.source:
+        raise EdgeKVError(f"{', '.join(given)} only apply to a stream: add --source SRC")
     if args.memory_log:
         from edgekv.tools.memprof import MemoryLog
 
         with MemoryLog(args.memory_log):
-            return _chat(args)
-    return _chat(args)
+            return _stream(args) if args.source else _chat(args)
+    return _stream(args) if args.source else _chat(args)
+
+
+def _stream(args: argparse.Namespace) -> int:
+    """`run --source`: frames into the session, questions answered as the stream runs."""
+    from edgekv.runtime.sampler import Sampler
+    from edgekv.runtime.schedule import parse_every
+    from edgekv.runtime.sources import open_source
+    from edgekv.runtime.sources.frames import StreamLimits
+    from edgekv.runtime.stop import StopOnSignal
+    from edgekv.runtime.stream_app import StreamConfig, check_session, run_stream
+
+    if args.prompt and args.system:
+        raise EdgeKVError("with --source, --prompt is the system message: give it or --system")
+    if args.every and not args.ask:
+        raise EdgeKVError("--every needs --ask QUESTION")
+    for flag, value in (("--fps", args.fps), ("--duration", args.duration),
+                        ("--max-frames", args.max_frames)):
+        if value is not None and value <= 0:
+            raise EdgeKVError(f"{flag} must be positive, not {value}")
+    config = StreamConfig(StreamLimits(args.fps, args.max_frames, args.duration), args.ask,
+                          parse_every(args.every) if args.every else None, args.transcript,
+                          status=not args.no_status, max_new_tokens=args.max_new_tokens)
+    source = open_source(args.source)  # a wrong spec fails before the model loads
+    session = _open_session(args)
+    check_session(session)
+    system = args.prompt or args.system
+    if system:
+        session.messages.append({"role": "system", "content": system})
+    sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    with StopOnSignal() as stopper:
+        summary = run_stream(session, source, config, sampler, stdin=sys.stdin,
+                             stop=stopper.stop)
+    summary.ended_by = stopper.signal_name or summary.ended_by
+    _print_lines([f"edgekv: {line}" for line in summary.lines()], sys.stderr)
+    return 0
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -253,6 +295,26 @@ def _add_session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
 
 
+def _add_stream_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "streaming (--source; then --prompt is the system message and stdin lines are "
+        "questions asked while the stream runs)")
+    g.add_argument("--source", default=None, metavar="SRC",
+                   help="camera:N | gst:PIPELINE | rtsp://... | VIDEO_FILE | IMAGE_DIR | "
+                   "synthetic[:k=v,...] | env:VAR (the spec is in $VAR)")
+    g.add_argument("--fps", type=float, default=None, help="keep F frames per stream second")
+    g.add_argument("--max-frames", type=int, default=None, help="stop after N frames fed")
+    g.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after S seconds of stream time")
+    g.add_argument("--ask", action="append", default=[], metavar="QUESTION",
+                   help="ask this --every period (or once at the end); repeatable")
+    g.add_argument("--every", default=None, metavar="10s|30f",
+                   help="period of --ask in stream seconds (s, ms, m) or frames (f)")
+    g.add_argument("--transcript", default=None, metavar="OUT.jsonl",
+                   help="append one JSON record per answer, flushed as it ends")
+    g.add_argument("--no-status", action="store_true", help="no live status line on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekv", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -293,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=_profile)
 
-    p = sub.add_parser("run", help="answer --prompt, or chat on stdin")
+    p = sub.add_parser("run", help="answer --prompt, or chat on stdin; or watch a --source")
     _add_session_args(p)
     p.add_argument("--prompt", default=None)
     p.add_argument("--system", default=None, help="system message")
@@ -302,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-log", default=None, help="sample memory during the run; JSON here")
+    _add_stream_args(p)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("eval", help="evaluations")

@@ -54,6 +54,7 @@ class FrameStream:
             reader = self._reconnecting = Reconnecting(reader, self.backoff, self.say, self.stop)
             reader = self._latest = LatestFrame(reader, self._skip, self.stop)
         self._reader = reader
+        self.end_reason = ""  # why iteration ended: source ended, --max-frames, ...
 
     def _skip(self, exc: FrameError) -> None:
         self.counters.skipped += 1
@@ -69,6 +70,7 @@ class FrameStream:
             first_t: float | None = None
             while not self.stop.is_set():
                 if limits.max_frames is not None and self.counters.taken >= limits.max_frames:
+                    self.end_reason = "--max-frames"
                     return
                 try:
                     frame = self._reader.read()
@@ -77,14 +79,17 @@ class FrameStream:
                     continue
                 self._sync_counters()
                 if frame is None:
+                    self.end_reason = "stopped" if self.stop.is_set() else "source ended"
                     return
                 first_t = frame.t if first_t is None else first_t
                 if limits.duration_s is not None and frame.t - first_t >= limits.duration_s:
+                    self.end_reason = "--duration"
                     return
                 if not self._rate.take(frame.t):
                     continue
                 self.counters.taken += 1
                 yield frame
+            self.end_reason = "stopped"
         finally:
             self._reader.close()
             self._sync_counters()

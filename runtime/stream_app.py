@@ -1,0 +1,75 @@
+"""`edgekv run BUNDLE --source SRC`: put a session, a source, the question schedule, stdin, the
+transcript and the status line together and run (the CLI and the benchmark both call this)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from edgekv.runtime.errors import EdgeKVError
+from edgekv.runtime.questions import StdinQuestions
+from edgekv.runtime.schedule import AskSchedule, Every
+from edgekv.runtime.sources import Source
+from edgekv.runtime.sources.frames import FrameStream, StreamLimits
+from edgekv.runtime.sources.reconnect import Backoff
+from edgekv.runtime.sources.redact import redact
+from edgekv.runtime.status import StatusLine
+from edgekv.runtime.stream_run import FrameSession, RunSummary, StreamRun
+from edgekv.runtime.transcript import Transcript
+
+
+@dataclass
+class StreamConfig:
+    limits: StreamLimits = field(default_factory=StreamLimits)
+    questions: list[str] = field(default_factory=list)  # --ask
+    every: Every | None = None  # --every; None: ask once at the end
+    transcript: str | None = None
+    status: bool = True
+    max_new_tokens: int = 128
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+def check_session(session: Any) -> None:
+    """A streaming run needs a session that takes images: a bundle with a vision graph."""
+    if not callable(getattr(session, "append_image", None)):
+        raise EdgeKVError("--source needs the multimodal runtime (Session.append_image), which "
+                          "this edgekv does not have yet")
+    vision = getattr(getattr(session.bundle, "manifest", None), "vision", None)
+    if vision is None:
+        raise EdgeKVError(f"{session.bundle.path} is a text-only bundle; --source needs one "
+                          "exported from a vision-language model (it has vision.onnx)")
+
+
+def run_stream(
+    session: FrameSession,
+    source: Source,
+    config: StreamConfig,
+    sampler: Any = None,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    stop: threading.Event | None = None,
+) -> RunSummary:
+    """Run until the source ends, a limit is reached or `stop` is set; returns the summary.
+    `stdin`: read questions from it while the stream runs (None: only --ask)."""
+    err = err or sys.stderr
+    stop = stop or threading.Event()
+
+    def say(line: str) -> None:
+        err.write(f"edgekv: {redact(line)}\n")
+        err.flush()
+
+    frames = FrameStream(source, config.limits, say, stop, config.backoff)
+    questions = StdinQuestions(stdin).start() if stdin is not None else None
+    transcript = Transcript(config.transcript) if config.transcript else None
+    say(f"streaming from {frames.name}")
+    try:
+        return StreamRun(
+            session, frames, AskSchedule(config.questions, config.every), questions, transcript,
+            StatusLine(err, enabled=config.status), stop, out or sys.stdout,
+            config.max_new_tokens, sampler).run()
+    finally:
+        if transcript is not None:
+            transcript.close()
