@@ -3,6 +3,7 @@ files. OpenCV gives BGR; frames leave here RGB."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -10,6 +11,8 @@ from edgekv.runtime.sources.base import Frame, FrameError, SourceDropped, Source
 
 
 def import_cv2() -> Any:
+    # OpenCV's own warnings (which backend it tried) only repeat what our errors say.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     try:
         import cv2
     except ImportError as exc:

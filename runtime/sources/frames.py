@@ -46,6 +46,8 @@ class FrameStream:
 
     def __post_init__(self) -> None:
         self.name = redact(self.source.name)
+        say = self.say
+        self.say = lambda line: say(redact(line))  # whatever a source's messages quote
         self._rate = RateSampler(self.limits.fps)
         self._reconnecting: Reconnecting | None = None
         self._latest: LatestFrame | None = None

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 
 from edgekv.runtime.sources.base import Frame, FrameError, Source
+from edgekv.runtime.sources.redact import redact
 
 OnSkip = Callable[[FrameError], None]
 
@@ -17,7 +18,7 @@ class LatestFrame:
     def __init__(self, source: Source, on_skip: OnSkip,
                  stop: threading.Event | None = None) -> None:
         self.source, self.on_skip = source, on_skip
-        self.name, self.live = source.name, source.live
+        self.name, self.live = redact(source.name), source.live
         self.stop = stop or threading.Event()
         self.dropped = 0
         self._cond = threading.Condition()

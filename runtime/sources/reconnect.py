@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from edgekv.runtime.sources.base import Frame, FrameError, Source, SourceError
+from edgekv.runtime.sources.base import Frame, FrameError, Source, SourceDropped, SourceError
 from edgekv.runtime.sources.redact import redact
 
 Say = Callable[[str], None]
@@ -42,7 +42,7 @@ class Reconnecting:
                  stop: threading.Event | None = None) -> None:
         self.source, self.backoff, self.say = source, backoff, say
         self.stop = stop or threading.Event()
-        self.name, self.live = source.name, source.live
+        self.name, self.live = redact(source.name), source.live
         self.reconnects = 0
         self.t0 = 0.0
         self.base_index = 0  # frames produced before the current open
@@ -53,6 +53,8 @@ class Reconnecting:
             self.source.open()
         except SourceError:
             raise
+        except SourceDropped as exc:
+            raise SourceError(redact(str(exc))) from None
         except Exception as exc:
             raise SourceError(f"cannot open {self.name}: {redact(str(exc))}") from None
         self.t0 = time.monotonic()
