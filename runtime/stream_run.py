@@ -113,17 +113,17 @@ class StreamRun:
         return self._summary(time.monotonic() - start)
 
     def _chat_after_end(self) -> None:
-        """Answer questions still queued; at a terminal, keep taking them until end of input,
-        so a video can be watched once and then asked about."""
+        """After the stream: answer questions on stdin until it ends, so a video can be
+        watched once and then asked about (and piped questions are never lost to a race with
+        the reader thread). Stdin from /dev/null ends at once."""
         if self.stdin is None:
             return
         self._answer_all(self.stdin.pending(), "stdin")
-        if not self.stdin.interactive:
-            return
-        self.status.clear()
-        print("edgekv: the stream ended; ask about it (Ctrl-D to quit)", file=sys.stderr)
+        if self.stdin.interactive:
+            self.status.clear()
+            print("edgekv: the stream ended; ask about it (Ctrl-D to quit)", file=sys.stderr)
         while not self.stop.is_set() and not self.stdin.ended:
-            question = self.stdin.wait(timeout=0.5)
+            question = self.stdin.wait(timeout=0.2)
             if question is not None:
                 self._answer(question, "stdin")
 
