@@ -216,6 +216,19 @@ def _stdin_lines():  # noqa: ANN202 - a generator of str
             yield line.strip()
 
 
+def _bench_stream(args: argparse.Namespace) -> int:
+    from edgekv.runtime.stream_app import check_session
+    from edgekv.tools.stream_bench import BenchOptions, run_bench
+
+    session = _open_session(args)
+    check_session(session)
+    options = BenchOptions(frames=args.frames, ask_every=args.ask_every,
+                           max_new_tokens=args.max_new_tokens, size=args.size)
+    report = run_bench(session, options, policy=args.policy)
+    print(report.to_json() if args.json else "\n".join(report.lines()))
+    return 0 if report.passed() else 1
+
+
 def _eval_ppl(args: argparse.Namespace) -> int:
     from edgekv.tools.ppl import read_tokens, report, run_hf_baseline, streaming_ppl
 
@@ -366,6 +379,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-log", default=None, help="sample memory during the run; JSON here")
     _add_stream_args(p)
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("bench-stream", help="RSS, frames/s and answer latency over a long "
+                       "synthetic stream (fixed-memory check)")
+    _add_session_args(p)
+    p.add_argument("--budget", type=int, default=512, help="KV slots (at most the bundle's)")
+    p.add_argument("--frames", type=int, default=10_000)
+    p.add_argument("--ask-every", type=int, default=1_000, help="frames between questions")
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--size", default="64x48", help="synthetic frame size WxH")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_bench_stream)
 
     p = sub.add_parser("eval", help="evaluations")
     ev = p.add_subparsers(dest="evaluation", required=True)

@@ -85,6 +85,7 @@ class StreamRun:
     max_new_tokens: int = 128
     sampler: Any = None
     on_frame: Callable[[int], None] | None = None  # after each frame fed (benchmarks sample RSS)
+    on_answer: Callable[[AnswerRecord], None] | None = None  # after each answer is written
 
     def __post_init__(self) -> None:
         self.fed = 0
@@ -158,13 +159,16 @@ class StreamRun:
         self.out.write("\n")
         self.out.flush()
         self.answers += 1
+        record = AnswerRecord(
+            frame=self.fed, stream_t=round(self.last_t, 3), question=question,
+            answer="".join(parts), tokens=self.session.stats.tokens_out - tokens_before,
+            latency_s=round(time.perf_counter() - start, 4),
+            first_token_s=None if first is None else round(first, 4), origin=origin,
+            stopped=stopped, source=self.frames.name)
         if self.transcript is not None:
-            self.transcript.write(AnswerRecord(
-                frame=self.fed, stream_t=round(self.last_t, 3), question=question,
-                answer="".join(parts), tokens=self.session.stats.tokens_out - tokens_before,
-                latency_s=round(time.perf_counter() - start, 4),
-                first_token_s=None if first is None else round(first, 4), origin=origin,
-                stopped=stopped, source=self.frames.name))
+            self.transcript.write(record)
+        if self.on_answer is not None:
+            self.on_answer(record)
 
     def _show_status(self) -> None:
         if not self.status.due():
