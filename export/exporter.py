@@ -52,12 +52,28 @@ class ExportOptions:
     tolerance: float | None = None
     validate: bool = True
     force: bool = False
+    target: str = "ort"
+
+    @property
+    def rope_table(self) -> int:
+        """Table rows for the fused RoPE (ort target): positions are ranks below budget +
+        chunk in cache mode; absolute mode gets the model's context length too."""
+        if self.target != "ort":
+            return 0
+        return self.budget + self.chunk
 
     def check(self) -> None:
         if self.dtype not in DTYPES:
             raise EdgeKVError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         if self.position_mode not in ("cache", "absolute"):
             raise EdgeKVError("--position-mode must be 'cache' or 'absolute'")
+        if self.target not in ("ort", "tensorrt"):
+            raise EdgeKVError("--target must be 'ort' or 'tensorrt'")
+        if self.dtype == "int4" and self.target != "ort":
+            raise EdgeKVError(
+                "--dtype int4 uses ONNX Runtime's MatMulNBits, which TensorRT does not parse: "
+                "use --target ort, or fp16 for TensorRT"
+            )
         if self.chunk < 1 or self.budget < 1:
             raise EdgeKVError("--budget and --chunk must be positive")
         if self.budget < self.chunk:
@@ -67,10 +83,10 @@ class ExportOptions:
             )
 
 
-def build_step(model: Any, dtype: str = "fp32") -> tuple[str, DecoderStep]:
+def build_step(model: Any, dtype: str = "fp32", rope_table: int = 0) -> tuple[str, DecoderStep]:
     """The (family, DecoderStep) for an HF model: its weights under the contract's graph."""
     family, adapter = adapter_for(model)
-    step = DecoderStep(adapter.dims(model))
+    step = DecoderStep(adapter.dims(model), rope_table=rope_table)
     step.load_state_dict(adapter.weights(model), strict=True)
     return family, step.to(DTYPES[dtype]).eval()
 
@@ -121,7 +137,10 @@ def export_model(
     out = Path(out)
     _check_out(out, options)
     t0 = time.perf_counter()
-    family, step = build_step(model, options.dtype)
+    rope_table = options.rope_table
+    if rope_table and options.position_mode == "absolute":
+        rope_table = max(rope_table, int(getattr(model.config, "max_position_embeddings", 0)))
+    family, step = build_step(model, options.dtype, rope_table)
     dims = step.dims
     log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
         f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")
@@ -157,6 +176,8 @@ def export_model(
             opset=options.opset,
             edgekv_version=edgekv.__version__,
             quant_format=QUANT_FORMAT if quantized else "",
+            target=options.target,
+            rope_table=rope_table,
         )
         manifest = manifest.with_files(tmp)
         manifest.save(tmp)

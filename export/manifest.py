@@ -96,6 +96,12 @@ class Manifest:
     engines: dict[str, Any] = field(default_factory=dict)
     # How weights are quantized ("" = not at all); int4 bundles use an ONNX Runtime contrib op.
     quant_format: str = ""
+    # "ort": may use ONNX Runtime contrib ops (fused RoPE, MatMulNBits); "tensorrt": standard
+    # ONNX ops only, what TensorRT's parser takes.
+    target: str = "tensorrt"
+    # Rows of the RoPE cos/sin table inside the graph: every position must be below it.
+    # 0: positions are turned into angles in the graph (no limit).
+    rope_table: int = 0
     schema_version: int = SCHEMA_VERSION
     edgekv_version: str = ""
 

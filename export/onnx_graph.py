@@ -46,6 +46,11 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path) ->
     c = torch.export.Dim("c", min=1, max=max(chunk, 2))
     dynamic = {name: None for name in INPUTS}
     dynamic.update({"inputs_embeds": {1: c}, "chunk_pos": {0: c}, "mass_weight": {0: c}})
+    table = {}
+    if step.rope_table:
+        from edgekv.export.rope_onnx import translation_table
+
+        table = translation_table()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -58,6 +63,7 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path) ->
             dynamo=True,
             optimize=False,  # keep DecoderStep parameter names (torch backend loads by name)
             verbose=False,
+            custom_translation_table=table,
         )
     return program.model_proto
 

@@ -87,6 +87,13 @@ class Session:
         positions = np.arange(self.pos, self.pos + c, dtype=np.int64)
         self.policy.make_room(self.cache, c)
         slot_pos, slot_bias, chunk_pos = self.cache.graph_inputs(positions, self.position_mode)
+        table = self.bundle.manifest.rope_table
+        if table and int(chunk_pos[-1]) >= table:
+            raise BudgetError(
+                f"position {int(chunk_pos[-1])} is beyond this bundle's RoPE table ({table} "
+                "positions): use position mode 'cache', or export with --target tensorrt "
+                "(positions computed in the graph)"
+            )
         graph_start = time.perf_counter()
         out = self.backend.run(embeds, chunk_pos, slot_pos, slot_bias, self.policy.mass_weight(c))
         self.stats.graph_s += time.perf_counter() - graph_start
