@@ -47,12 +47,18 @@ class ExportOptions:
     tolerance: float | None = None
     validate: bool = True
     force: bool = False
+    # Vision-language models only (ignored for text models).
+    image_size: tuple[int, int] | None = None  # (height, width) of one vision frame
+    frames_per_call: int = 1  # frames per vision-graph call (its fixed batch)
+    tiling: tuple[int, int] | None = None  # idefics3: (rows, cols) tiles + global; (0, 0) global
 
     def check(self) -> None:
         if self.dtype not in DTYPES:
             raise EdgeKVError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         if self.position_mode not in ("cache", "absolute"):
             raise EdgeKVError("--position-mode must be 'cache' or 'absolute'")
+        if self.frames_per_call < 1:
+            raise EdgeKVError("--frames-per-call must be at least 1")
         if self.chunk < 1 or self.budget < 1:
             raise EdgeKVError("--budget and --chunk must be positive")
         if self.budget < self.chunk:
@@ -98,6 +104,17 @@ def export(model_arg: str, out: str | Path, options: ExportOptions, log: Log = _
     _check_out(Path(out), options)
     source = resolve(model_arg)
     log(f"loading {source.label}")
+    from edgekv.export.vlm_loading import is_vision_language
+
+    if is_vision_language(source):
+        from edgekv.export.families.vlm import VisionSetup
+        from edgekv.export.vlm_export import VisionExport
+        from edgekv.export.vlm_loading import load_vision_language
+
+        vlm = load_vision_language(source)
+        setup = VisionSetup(options.image_size, options.frames_per_call, options.tiling)
+        return export_model(vlm.model, vlm.tokenizer, source.label, out, options, log,
+                            vision=VisionExport(vlm, setup))
     model, tokenizer = load(source)
     return export_model(model, tokenizer, source.label, out, options, log)
 
@@ -109,9 +126,12 @@ def _check_out(out: Path, options: ExportOptions) -> None:
 
 def export_model(
     model: Any, tokenizer: Any, label: str, out: str | Path, options: ExportOptions,
-    log: Log = _stderr,
+    log: Log = _stderr, vision: Any = None,
 ) -> Manifest:
-    """Export a loaded HF model and tokenizer to a bundle at `out`; returns its manifest."""
+    """Export a loaded HF model and tokenizer to a bundle at `out`; returns its manifest.
+
+    `vision` (an `export.vlm_export.VisionExport`) adds the vision graph of a multimodal model.
+    """
     options.check()
     out = Path(out)
     _check_out(out, options)
@@ -147,6 +167,8 @@ def export_model(
             opset=options.opset,
             edgekv_version=edgekv.__version__,
         )
+        if vision is not None:
+            manifest = vision.write(tmp, manifest, DTYPES[options.dtype], options.opset, log)
         manifest = manifest.with_files(tmp)
         manifest.save(tmp)
         if options.validate:
@@ -164,6 +186,8 @@ def export_model(
                 )
             validation = {"max_abs_logit_diff": diff, "tolerance": tolerance,
                           "prompt_tokens": len(ids), "backend": "ort"}
+            if vision is not None:
+                validation.update(vision.validate(tmp, tolerance, log))
             # The manifest is not among the hashed files, so the digests stay valid.
             manifest = replace(manifest, validation=validation)
             manifest.save(tmp)
@@ -174,6 +198,8 @@ def export_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     sizes = {p.name: p.stat().st_size for p in out.iterdir()}
+    log("graphs: " + ", ".join(f"{name} {_graph_bytes(out, file) / 2**20:.1f} MiB"
+                               for name, file in _graph_files(manifest).items()))
     log("wrote " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())))
     log(f"bundle {out} ready in {time.perf_counter() - t0:.0f} s")
     return manifest
@@ -182,3 +208,15 @@ def export_model(
 def _embedding(model: Any, family: str, dtype: str) -> Any:
     _, adapter = adapter_for(model)
     return adapter.embeddings(model).detach().to(DTYPES[dtype]).contiguous().numpy()
+
+
+def _graph_files(manifest: Manifest) -> dict[str, str]:
+    files = dict(manifest.graphs)
+    if manifest.vision is not None:
+        files["vision"] = manifest.vision.graph
+    return files
+
+
+def _graph_bytes(out: Path, graph: str) -> int:
+    """A graph with its external weights (decoder: the tied embedding counts in embed.bin)."""
+    return sum(p.stat().st_size for p in out.iterdir() if p.name.startswith(graph))

@@ -21,13 +21,15 @@ class MemoryPlan:
     kv_cache: int
     activations: int
     overhead: int
+    vision: int = 0  # vision graph weights (multimodal bundles)
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.activations + self.overhead
+        return self.weights + self.kv_cache + self.activations + self.overhead + self.vision
 
     def rows(self) -> list[tuple[str, int]]:
-        return [*asdict(self).items(), ("total", self.total)]
+        rows = [(k, v) for k, v in asdict(self).items() if k != "vision" or v]
+        return [*rows, ("total", self.total)]
 
 
 def weight_params(d: DecoderDims) -> int:
@@ -58,12 +60,13 @@ def activation_bytes(d: DecoderDims, budget: int, chunk: int, dtype: str) -> int
 
 
 def plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
-         overhead: int = RUNTIME_OVERHEAD) -> MemoryPlan:
+         overhead: int = RUNTIME_OVERHEAD, vision: int = 0) -> MemoryPlan:
     return MemoryPlan(
         weights=weight_params(d) * BYTES[dtype],
         kv_cache=kv_bytes(d, budget, dtype),
         activations=activation_bytes(d, budget, chunk, dtype),
         overhead=overhead,
+        vision=vision,
     )
 
 

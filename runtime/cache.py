@@ -13,6 +13,7 @@ import numpy as np
 
 from edgekv.export.manifest import EMPTY_SLOT_BIAS
 from edgekv.runtime.errors import BudgetError
+from edgekv.runtime.mrope import MRopeSlots
 
 EMPTY = -1  # orig_pos of an empty slot
 
@@ -32,6 +33,8 @@ class KVCache:
     budget: int  # usable slots: slots at index >= budget stay empty (experiments, lower budget)
     evictions: int = 0  # slots freed by eviction so far, all heads counted once per token
     _ranks: np.ndarray | None = field(default=None, repr=False)
+    # M-RoPE bundles (Qwen2-VL): the 3 position components of each slot (runtime/mrope.py).
+    mrope: MRopeSlots | None = None
 
     @classmethod
     def allocate(
@@ -42,6 +45,7 @@ class KVCache:
         head_dim: int,
         dtype: np.dtype | str = np.float32,
         budget: int | None = None,
+        mrope: bool = False,
     ) -> KVCache:
         budget = capacity if budget is None else budget
         if not 0 < budget <= capacity:
@@ -60,6 +64,7 @@ class KVCache:
             modality=np.zeros(meta, dtype=np.int16),
             group=np.zeros(meta, dtype=np.int32),
             budget=budget,
+            mrope=MRopeSlots.allocate(meta) if mrope else None,
         )
 
     @property

@@ -19,3 +19,7 @@ class PolicyError(EdgeKVError):
 
 class ModelError(EdgeKVError):
     """A model that cannot be found, loaded or exported."""
+
+
+class ImageError(EdgeKVError):
+    """An image that cannot be read or has the wrong shape for the bundle's vision graph."""
