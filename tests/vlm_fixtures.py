@@ -15,6 +15,11 @@ import torch
 from helpers import TEXT_FILE
 
 FAMILIES = ["idefics3", "llava-clip", "llava-siglip", "qwen2_vl"]
+# Export choices of the test bundles, and a picture size whose aspect ratio makes HF's processor
+# produce exactly the bundle's frames (Idefics3's 2x3 grid, Qwen2-VL's 32x48).
+EXPORT_OPTIONS = {"idefics3": {"tiling": (2, 3)}, "qwen2_vl": {"image_size": (32, 48)}}
+PICTURE = {"idefics3": (100, 150), "llava-clip": (45, 60), "llava-siglip": (60, 45),
+           "qwen2_vl": (64, 96)}
 
 SMOLVLM_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
@@ -72,9 +77,11 @@ def tokenizer(family: str, vocab: int = 400):
 def _text_config(kind: str, vocab: int, tok, **extra):
     import transformers as tf
 
+    # initializer_range 0.3: at HF's 0.02 a tiny random model repeats one token forever, and
+    # "20 greedy tokens agree" would prove little.
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                  tie_word_embeddings=True, eos_token_id=tok.eos_token_id,
+                  tie_word_embeddings=True, initializer_range=0.3, eos_token_id=tok.eos_token_id,
                   bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id, **extra)
     return {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config}[kind](**common).to_dict()
 
@@ -124,7 +131,8 @@ def build(family: str, directory: Path) -> Path:
             extra = dict(vision_feature_layer=[-3, -1], vision_feature_select_strategy="full")
             image_processor = tf.SiglipImageProcessorPil(size={"height": 32, "width": 32})
             text_kind, additional = "qwen2", 0
-        config = tf.LlavaConfig(vision_config=vision, text_config=_text_config(text_kind, vocab, tok),
+        text = _text_config(text_kind, vocab, tok)
+        config = tf.LlavaConfig(vision_config=vision, text_config=text,
                                 image_token_index=tok.convert_tokens_to_ids("<image>"),
                                 image_seq_length=16, tie_word_embeddings=True, **extra)
         model = tf.LlavaForConditionalGeneration(config)
@@ -185,6 +193,6 @@ def image(height: int, width: int, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([np.sin(x / (3 + seed)) , np.cos(y / 5), np.sin((x + y) / 7)], -1)
+    base = np.stack([np.sin(x / (3 + seed)), np.cos(y / 5), np.sin((x + y) / 7)], -1)
     noisy = 127.5 * (1 + base) + rng.normal(0, 20, (height, width, 3))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
