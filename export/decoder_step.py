@@ -68,7 +68,8 @@ class DecoderStep(nn.Module):
             "inv_freq", torch.tensor(dims.rope_inv_freq, dtype=torch.float32), persistent=False
         )
         if dims.mrope_section:
-            self.register_buffer("mrope_select", _mrope_select(dims.mrope_section), persistent=False)
+            select = _mrope_select(dims.mrope_section)
+            self.register_buffer("mrope_select", select, persistent=False)
         self.to(dtype)
 
     def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,9 +59,12 @@ def token_id(tokenizer: Any, token: str) -> int:
 
 
 def mean_std(image_processor: Any) -> tuple[list[float], list[float]]:
-    mean, std = image_processor.image_mean, image_processor.image_std
-    as_list = (lambda v: [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)] * 3)
-    return as_list(mean), as_list(std)
+    """Per-channel mean and std (processors may give one number for all three)."""
+    return _per_channel(image_processor.image_mean), _per_channel(image_processor.image_std)
+
+
+def _per_channel(value: Any) -> list[float]:
+    return [float(x) for x in value] if isinstance(value, (list, tuple)) else [float(value)] * 3
 
 
 def resample_code(image_processor: Any) -> int:
