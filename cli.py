@@ -98,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
     session = _open_session(args)
     sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     if args.system:
-        session.messages.append({"role": "system", "content": args.system})
+        session.messages.append({"role": "system",
+                                 "content": session.message_content(args.system)})
     for image in args.image:
         session.append_image(image)
     questions = [args.prompt] if args.prompt else _stdin_lines()

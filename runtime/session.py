@@ -180,7 +180,7 @@ class Session:
                 yield now[len(shown) :]
                 shown = now
         answer = text.decode(produced)
-        self.messages.append({"role": "assistant", "content": self._content(answer.strip())})
+        self.messages.append({"role": "assistant", "content": self.message_content(answer.strip())})
         self._fed_text = rendered + text.decode(produced, skip_special_tokens=False)
 
 
@@ -234,7 +234,7 @@ class Session:
                                               self.bundle.kv_dtype)
         return self._vision
 
-    def _content(self, text: str) -> Any:
+    def message_content(self, text: str) -> Any:
         # Vision-language chat templates iterate content items; text templates take a string.
         return text if self.bundle.manifest.vision is None else [{"type": "text", "text": text}]
 
