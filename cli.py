@@ -10,23 +10,48 @@ from collections.abc import Callable, Sequence
 from edgekv.runtime.errors import EdgeKVError
 
 Handler = Callable[[argparse.Namespace], int]
+DEFAULT_BUDGET, DEFAULT_CHUNK = 2048, 64
 
 
 def _export(args: argparse.Namespace) -> int:
     from edgekv.export.exporter import ExportOptions, export
+    from edgekv.profiles.report import plan_lines
 
-    options = ExportOptions(budget=args.budget, chunk=args.chunk, dtype=args.dtype,
-                            position_mode=args.position_mode, opset=args.opset,
-                            tolerance=args.tolerance, validate=not args.no_validate,
-                            force=args.force, image_size=_pair(args.image_size, "--image-size"),
-                            frames_per_call=args.frames_per_call,
-                            tiling=_tiling(args.tiling))
-    manifest = export(args.model, args.out, options)
-    _print_plan(_plan_of(manifest))
+    profile = _load_profile(args.profile)
+    # A profile supplies the chunk, dtype and (chosen to fit) budget the user did not give.
+    options = ExportOptions(
+        budget=args.budget or DEFAULT_BUDGET,
+        chunk=args.chunk or (profile.default_chunk if profile else DEFAULT_CHUNK),
+        dtype=args.dtype or (profile.precision if profile else "fp32"),
+        position_mode=args.position_mode, opset=args.opset, tolerance=args.tolerance,
+        validate=not args.no_validate, force=args.force,
+        image_size=_pair(args.image_size, "--image-size"),
+        frames_per_call=args.frames_per_call, tiling=_tiling(args.tiling))
+    if profile is None:
+        manifest = export(args.model, args.out, options)
+        _print_lines(plan_lines(_plan_of(manifest)))
+        return 0
+    from edgekv.profiles.export_fit import export_for_device
+
+    _, memory_plan = export_for_device(args.model, args.out, options, profile,
+                                       choose=args.budget is None)
+    print(f"memory plan on {profile.name}")
+    _print_lines(plan_lines(memory_plan))
     return 0
 
 
+def _load_profile(name: str | None):  # noqa: ANN202 - DeviceProfile | None, imported lazily
+    from edgekv.profiles.loader import load_profile
+
+    return load_profile(name) if name else None
+
+
+def _print_lines(lines: list[str]) -> None:
+    print("\n".join(lines))
+
+
 def _plan_of(manifest: object):  # noqa: ANN202 - MemoryPlan, imported lazily
+    """The CPU plan of a bundle, with its vision graph's weights if it has one."""
     from edgekv.profiles.planner import plan
 
     m = manifest
@@ -56,14 +81,11 @@ def _tiling(text: str | None) -> tuple[int, int] | None:
     return _pair(text, "--tiling")
 
 
-def _print_plan(memory_plan: object) -> None:
-    for name, value in memory_plan.rows():  # type: ignore[attr-defined]
-        print(f"  {name:<12} {value / 2**20:>10.1f} MiB")
-
-
 def _info(args: argparse.Namespace) -> int:
     from edgekv.export.manifest import load_manifest
+    from edgekv.profiles.report import budget_table, device_fit_lines, plan_lines
 
+    profile = _load_profile(args.profile)  # a bad name fails before anything is printed
     m = load_manifest(args.bundle, verify=not args.no_verify)
     d = m.dims
     print(f"bundle      {args.bundle}")
@@ -78,22 +100,73 @@ def _info(args: argparse.Namespace) -> int:
               f"{v.layout.tokens_per_frame} tokens/frame, positions {m.position_scheme}")
     if m.validation:
         print(f"validated   max |logit diff| {m.validation['max_abs_logit_diff']:.2e} vs HF")
-    print("memory plan")
-    _print_plan(_plan_of(m))
+    if profile is not None:
+        _print_lines(device_fit_lines(d, m.budget, m.chunk, m.dtype, profile))
+        return 0
+    print("memory plan (this machine's CPU)")
+    _print_lines(plan_lines(_plan_of(m)))
+    _print_lines(budget_table(d, m.chunk, m.dtype))
     return 0
 
 
+def _profiles(args: argparse.Namespace) -> int:
+    from edgekv.profiles.report import profile_lines
+
+    _print_lines(profile_lines())
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from edgekv.tools.memprof import profile_command
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise EdgeKVError("give the command to profile after --, e.g. "
+                          "edgekv profile -- edgekv eval ppl BUNDLE --text FILE")
+    if args.interval <= 0:
+        raise EdgeKVError(f"--interval must be positive, not {args.interval}")
+    report = profile_command(command, interval=args.interval)
+    _print_lines(report.summary_lines())
+    if args.out:
+        report.save(args.out)
+    if args.plot:
+        from edgekv.tools.memplot import plot_report
+
+        plot_report(report, args.plot)
+    return report.exit_code or 0
+
+
+def _say(line: str) -> None:
+    print(f"edgekv: {line}", file=sys.stderr)
+
+
 def _open_session(args: argparse.Namespace):  # noqa: ANN202 - Session, imported lazily
+    from edgekv.profiles.planner import plan
     from edgekv.runtime.bundle import Bundle
     from edgekv.runtime.session import Session
+    from edgekv.tools import phases
 
+    phases.mark("load")
     bundle = Bundle.open(args.bundle)
+    m = bundle.manifest
+    phases.record_plan(plan(m.dims, m.budget, m.chunk, m.dtype).rows())
+    say = _say if args.command == "run" else None  # `run` says which backend `auto` chose
     return Session.open(bundle, policy=args.policy, backend=args.backend,
-                        budget=getattr(args, "budget", None), threads=args.threads)
+                        budget=getattr(args, "budget", None), threads=args.threads, say=say)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.memory_log:
+        from edgekv.tools.memprof import MemoryLog
+
+        with MemoryLog(args.memory_log):
+            return _chat(args)
+    return _chat(args)
+
+
+def _chat(args: argparse.Namespace) -> int:
     from edgekv.runtime.sampler import Sampler
+    from edgekv.tools import phases
 
     session = _open_session(args)
     sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
@@ -103,9 +176,16 @@ def _run(args: argparse.Namespace) -> int:
     for image in args.image:
         session.append_image(image)
     questions = [args.prompt] if args.prompt else _stdin_lines()
+    evicted = False
     try:
         for question in questions:
-            for piece in session.ask(question, args.max_new_tokens, sampler):
+            phases.mark("prefill")
+            for i, piece in enumerate(session.ask(question, args.max_new_tokens, sampler)):
+                if i == 0:
+                    phases.mark("decode")
+                if not evicted and session.cache.evictions:
+                    evicted = True
+                    phases.mark("first-eviction")
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             sys.stdout.write("\n")
@@ -137,11 +217,22 @@ def _eval_ppl(args: argparse.Namespace) -> int:
     session = _open_session(args)
     ids = read_tokens(session, args.text, args.tokens)
     result = streaming_ppl(session, ids, window=args.window, progress=not args.quiet)
-    hf = run_hf_baseline(args.hf, args.text, args.tokens, args.window) if args.hf else None
+    hf_tokens = min(args.hf_tokens or args.tokens, args.tokens)
+    hf = run_hf_baseline(args.hf, args.text, hf_tokens, args.window) if args.hf else None
     if args.json:
         print(json.dumps({**result.to_dict(), **({"hf": hf} if hf else {})}))
     else:
         print(report(result, hf))
+    return 0
+
+
+def _eval_quality(args: argparse.Namespace) -> int:
+    from edgekv.tools.quality import quality_table
+
+    table = quality_table(args.bundle, args.text, args.tokens,
+                          [int(b) for b in args.budgets.split(",")], args.policies.split(","),
+                          args.full_bundle, args.full_tokens, args.threads)
+    print(json.dumps(table.to_dict()) if args.json else table.render())
     return 0
 
 
@@ -192,10 +283,32 @@ def _policies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from edgekv.export.trt_check import check_bundle
+
+    report = check_bundle(args.bundle, args.target)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+def _build(args: argparse.Namespace) -> int:
+    from edgekv.runtime.build_options import resolve_options
+    from edgekv.runtime.engine_build import build_bundle
+
+    options = resolve_options(args.fp16, args.workspace, args.profile,
+                              log=lambda m: print(f"edgekv: {m}", file=sys.stderr))
+    manifest = build_bundle(args.bundle, options)
+    for name, record in manifest.engines["graphs"].items():
+        print(f"{name}: {record['file']} (TensorRT {manifest.engines['tensorrt_version']}, "
+              f"{manifest.engines['precision']})")
+    return 0
+
+
 def _add_session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle directory made by edgekv export")
     p.add_argument("--policy", default="streaming", help="NAME or NAME:key=value,...")
-    p.add_argument("--backend", default="auto", help="auto | ort | torch")
+    p.add_argument("--backend", default="auto",
+                   help="auto | trt | ort-gpu | ort | torch | torch-device")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
 
 
@@ -206,9 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model to a bundle")
     p.add_argument("model", help="HF model directory, .gguf file, or built-in name (smollm2-135m)")
     p.add_argument("--out", required=True)
-    p.add_argument("--budget", type=int, default=2048, help="KV slots, fixed in the graph")
-    p.add_argument("--chunk", type=int, default=64, help="largest chunk per decoder call")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--budget", type=int, default=None,
+                   help=f"KV slots, fixed in the graph (default {DEFAULT_BUDGET}; with "
+                   "--profile: the largest that fits)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help=f"largest chunk per decoder call (default {DEFAULT_CHUNK} or the "
+                   "profile's)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "int4"],
+                   help="default fp32, or the profile's precision")
+    p.add_argument("--profile", default=None, help="device profile name or .toml path")
     p.add_argument("--position-mode", default="cache", choices=["cache", "absolute"])
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--tolerance", type=float, default=None, help="max |logit diff| accepted")
@@ -225,7 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="manifest summary and memory plan")
     p.add_argument("bundle")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    p.add_argument("--profile", default=None, help="device profile name or .toml path")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("profiles", help="list device profiles")
+    p.set_defaults(func=_profiles)
+
+    p = sub.add_parser("profile", help="run a command and measure its memory",
+                       usage="edgekv profile [--interval S] [--out JSON] [--plot PNG] -- COMMAND")
+    p.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
+    p.add_argument("--out", default=None, help="write the report (JSON) here")
+    p.add_argument("--plot", default=None, help="draw memory over time with the plan (PNG)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(func=_profile)
 
     p = sub.add_parser("run", help="answer --prompt, or chat on stdin")
     _add_session_args(p)
@@ -237,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-log", default=None, help="sample memory during the run; JSON here")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("eval", help="evaluations")
@@ -249,9 +381,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=4096, help="report perplexity per window")
     p.add_argument("--hf", metavar="MODEL", default=None,
                    help="also run HF transformers with a full cache on the same text")
+    p.add_argument("--hf-tokens", type=int, default=None,
+                   help="stop the HF baseline after this many tokens (its cost grows as n^2)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval_ppl)
+
+    p = ev.add_parser("quality", help="perplexity of policies x budgets on one long text")
+    p.add_argument("bundle", help="bundle whose budget is at least the largest --budgets")
+    p.add_argument("--text", required=True)
+    p.add_argument("--tokens", type=int, default=16384)
+    p.add_argument("--budgets", default="256,512,1024")
+    p.add_argument("--policies", default="window,streaming,h2o,snapkv,inf-mllm,structured")
+    p.add_argument("--full-bundle", default=None, help="bundle big enough for --full-tokens")
+    p.add_argument("--full-tokens", type=int, default=8192)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_eval_quality)
 
     p = sub.add_parser("verify", help="compare a bundle with its original model")
     p.add_argument("bundle")
@@ -262,6 +408,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare an image + question prompt (repeat for several images)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_verify)
+
+    p = sub.add_parser("check", help="static check of a bundle's graphs for TensorRT")
+    p.add_argument("bundle")
+    p.add_argument("--target", default="tensorrt-10.3", help="support list to check against")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("build", help="TensorRT engines for a bundle (on the device)")
+    p.add_argument("bundle")
+    p.add_argument("--fp16", action="store_true", help="allow fp16 kernels")
+    p.add_argument("--workspace", type=int, default=None, help="builder workspace, MiB")
+    p.add_argument("--profile", default=None, help="device profile: name or .toml path")
+    p.set_defaults(func=_build)
 
     p = sub.add_parser("policies", help="list KV policies and their parameters")
     p.set_defaults(func=_policies)

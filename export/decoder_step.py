@@ -25,7 +25,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32 as the HF implementations do, then return to the model dtype.
         xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        # sum * (1/n) rather than mean(): the exporter gives ReduceMean a computed `axes`
+        # input, which TensorRT's ONNX parser rejects (axes must be an initializer).
+        mean_square = xf.pow(2).sum(-1, keepdim=True) * (1.0 / xf.shape[-1])
+        xf = xf * torch.rsqrt(mean_square + self.eps)
         return self.weight * xf.to(x.dtype)
 
 
@@ -48,10 +51,15 @@ class DecoderLayer(nn.Module):
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE in the rotate-half layout used by Llama-family checkpoints in transformers."""
+    """RoPE in the rotate-half layout used by Llama-family checkpoints in transformers.
+
+    `cos`/`sin` are half-width ([..., D/2]): the two halves share frequencies, so computing
+    them once halves the Sin/Cos work, which matters because every cached key is rotated on
+    every call.
+    """
     half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
 class DecoderStep(nn.Module):
@@ -73,16 +81,15 @@ class DecoderStep(nn.Module):
         self.to(dtype)
 
     def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = pos.to(torch.float32).unsqueeze(-1) * self.inv_freq
+        freqs = pos.to(torch.float32).unsqueeze(-1) * self.inv_freq  # [..., D/2]
         if self.dims.mrope_section:
             # M-RoPE: `pos` has a leading axis of 3 (temporal, height, width); frequency j takes
             # its angle from the component its section assigns (a one-hot sum: exact, plain ops).
             select = self.mrope_select.view(3, *([1] * (pos.dim() - 1)), -1)
             freqs = (freqs * select).sum(0)
-        emb = torch.cat([freqs, freqs], dim=-1)
         scale = self.dims.rope_attention_scaling
         dtype = self.lm_head.weight.dtype
-        return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
+        return (freqs.cos() * scale).to(dtype), (freqs.sin() * scale).to(dtype)
 
     def forward(
         self,
@@ -98,8 +105,8 @@ class DecoderStep(nn.Module):
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
         c = inputs_embeds.shape[1]
         x = inputs_embeds[0]
-        cos_c, sin_c = self.rope(chunk_pos)  # [c, D]
-        cos_s, sin_s = self.rope(slot_pos)  # [L, Hkv, B, D]
+        cos_c, sin_c = self.rope(chunk_pos)  # [c, D/2]
+        cos_s, sin_s = self.rope(slot_pos)  # [L, Hkv, B, D/2]
         idx = torch.arange(c, device=x.device)
         future = (idx.unsqueeze(0) > idx.unsqueeze(1)).to(torch.float32)
         causal = (future * EMPTY_SLOT_BIAS).expand(n_kv, c, c)

@@ -7,6 +7,7 @@ directory only takes its final name after validation passed.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import sys
@@ -24,11 +25,15 @@ from edgekv.export.decoder_step import DecoderStep
 from edgekv.export.families import adapter_for
 from edgekv.export.loading import load, resolve
 from edgekv.export.manifest import EmbeddingTable, Manifest, TokenizerInfo
+from edgekv.export.quantize import QUANT_FORMAT, quantize_graph
 from edgekv.runtime.errors import EdgeKVError, ModelError
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-# Max |logit difference| accepted by the closing validation, per dtype.
-DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.25}
+# Graph dtype per bundle dtype: int4 bundles trace in fp32, then quantize the weights.
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int4": torch.float32}
+# Max |logit difference| accepted by the closing validation, per dtype. fp32/fp16 compare with
+# the HF model; int4 compares with the same step run on the dequantized int4 weights (that
+# proves the graph; what quantization costs is a perplexity question, not a tolerance).
+DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.25, "int4": 1e-2}
 VALIDATION_PROMPT = (
     "The quick brown fox jumps over the lazy dog. Memory on the device is fixed when the "
     "model is exported, and the cache keeps what matters."
@@ -147,8 +152,13 @@ def export_model(
     try:
         log(f"tracing decoder (budget {options.budget}, chunk 1..{options.chunk}, {options.dtype})")
         proto = onnx_graph.trace(step, options.budget, options.chunk, options.opset, tmp)
+        quantized = options.dtype == "int4"
+        if quantized:
+            log("quantizing weights to block-wise int4 (MatMulNBits)")
+            dequantized = quantize_graph(proto)
         embedding = _embedding(model, family, options.dtype)
-        onnx_graph.save_with_shared_embedding(proto, embedding, dims.tie_word_embeddings, tmp)
+        shared = dims.tie_word_embeddings and not quantized
+        onnx_graph.save_with_shared_embedding(proto, embedding, shared, tmp)
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
         manifest = Manifest(
             model=label,
@@ -159,33 +169,38 @@ def export_model(
             dtype=options.dtype,
             position_mode=options.position_mode,
             embedding=EmbeddingTable(onnx_graph.EMBED_FILE, str(embedding.dtype),
-                                     list(embedding.shape)),
+                                     list(embedding.shape), shared_with_lm_head=shared),
             tokenizer=tokenizer_info(tokenizer, model),
             graphs={"decoder": "decoder.onnx"},
             inputs={n: n for n in onnx_graph.INPUTS},
             outputs={n: n for n in onnx_graph.OUTPUTS},
             opset=options.opset,
             edgekv_version=edgekv.__version__,
+            quant_format=QUANT_FORMAT if quantized else "",
         )
         if vision is not None:
             manifest = vision.write(tmp, manifest, DTYPES[options.dtype], options.opset, log)
         manifest = manifest.with_files(tmp)
         manifest.save(tmp)
         if options.validate:
-            from edgekv.export.validate import compare
+            from edgekv.export.validate import compare, compare_with_step
 
             tolerance = options.tolerance or DEFAULT_TOLERANCE[options.dtype]
             ids = tokenizer(VALIDATION_PROMPT).input_ids[: options.budget]
             diff = compare(tmp, model, ids)
-            log(f"validation: max |logit diff| vs HF = {diff:.2e} over {len(ids)} tokens "
-                f"(tolerance {tolerance:.0e})")
+            log(f"validation: max |logit diff| vs HF = {diff:.2e} over {len(ids)} tokens")
+            vs_hf = diff
+            if quantized:
+                diff = compare_with_step(tmp, _with_weights(step, dequantized), ids)
+                log(f"validation: max |logit diff| vs the dequantized int4 weights = {diff:.2e}")
+            log(f"tolerance {tolerance:.0e}")
             if not diff <= tolerance:
                 raise ModelError(
                     f"exported decoder differs from the HF model by {diff:.3e} > {tolerance:.0e}; "
                     "bundle not written"
                 )
             validation = {"max_abs_logit_diff": diff, "tolerance": tolerance,
-                          "prompt_tokens": len(ids), "backend": "ort"}
+                          "prompt_tokens": len(ids), "backend": "ort", "vs_hf": vs_hf}
             if vision is not None:
                 validation.update(vision.validate(tmp, tolerance, log))
             # The manifest is not among the hashed files, so the digests stay valid.
@@ -203,6 +218,15 @@ def export_model(
     log("wrote " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())))
     log(f"bundle {out} ready in {time.perf_counter() - t0:.0f} s")
     return manifest
+
+
+def _with_weights(step: DecoderStep, replaced: dict[str, Any]) -> DecoderStep:
+    """A copy of `step` with some weights replaced (the int4 reference)."""
+    ref = copy.deepcopy(step)
+    state = ref.state_dict()
+    state.update({name: torch.from_numpy(w) for name, w in replaced.items()})
+    ref.load_state_dict(state)
+    return ref
 
 
 def _embedding(model: Any, family: str, dtype: str) -> Any:

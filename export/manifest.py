@@ -65,6 +65,7 @@ class EmbeddingTable:
     file: str
     dtype: str
     shape: list[int]
+    shared_with_lm_head: bool = False  # the graph's lm_head.weight points at this file
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class Manifest:
     opset: int
     files: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    # TensorRT engines made on the device by `edgekv build` (empty until then; files written
+    # before this field existed read as empty, so the schema version is unchanged).
+    engines: dict[str, Any] = field(default_factory=dict)
+    # How weights are quantized ("" = not at all); int4 bundles use an ONNX Runtime contrib op.
+    quant_format: str = ""
     schema_version: int = SCHEMA_VERSION
     edgekv_version: str = ""
     # Multimodal bundles: the vision graph, preprocessing and image-token layout (None: text).

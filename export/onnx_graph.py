@@ -65,7 +65,7 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path) ->
 
 
 def save_with_shared_embedding(
-    model: onnx.ModelProto, embedding: np.ndarray, tied: bool, out_dir: Path
+    model: onnx.ModelProto, embedding: np.ndarray, shared: bool, out_dir: Path
 ) -> None:
     """Write decoder.onnx, decoder.onnx.data and embed.bin into `out_dir`."""
     embedding = np.ascontiguousarray(embedding)
@@ -73,7 +73,7 @@ def save_with_shared_embedding(
     offset = 0
     with open(out_dir / DATA_FILE, "wb") as data:
         for tensor in model.graph.initializer:
-            if tied and tensor.name == LM_HEAD:
+            if shared and tensor.name == LM_HEAD:
                 _point_at(tensor, EMBED_FILE, 0, embedding.nbytes)
                 continue
             raw = onnx.numpy_helper.to_array(tensor).tobytes()

@@ -29,3 +29,20 @@ def bundle_logits(bundle_dir: str | Path, ids: list[int], backend: str = "ort") 
 
 def compare(bundle_dir: str | Path, model: Any, ids: list[int], backend: str = "ort") -> float:
     return float(np.abs(bundle_logits(bundle_dir, ids, backend) - hf_logits(model, ids)).max())
+
+
+def compare_with_step(bundle_dir: str | Path, step: Any, ids: list[int]) -> float:
+    """Max |logit diff| between the bundle (ORT) and `step` run eagerly on the same cache path."""
+    from edgekv.runtime.backends.torch_ref import TorchBackend
+    from edgekv.runtime.cache import KVCache
+    from edgekv.runtime.policies import make_policy
+
+    bundle = Bundle.open(bundle_dir)
+    m = bundle.manifest
+    d = m.dims
+    cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim, bundle.kv_dtype)
+    session = Session(bundle, make_policy("full"), TorchBackend(step, cache), cache,
+                      m.position_mode, m.chunk)
+    parts: list[np.ndarray] = []
+    session.feed(ids, on_chunk=lambda _offset, logits: parts.append(logits.copy()))
+    return float(np.abs(bundle_logits(bundle_dir, ids) - np.concatenate(parts)).max())

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass
 
 from edgekv.export.manifest import DecoderDims
 
-BYTES = {"fp32": 4, "fp16": 2}
+# Bytes per KV / activation element per bundle dtype (int4 bundles quantize weights only).
+BYTES = {"fp32": 4, "fp16": 2, "int4": 4}
 # Python, numpy, ONNX Runtime and the tokenizer once imported, measured as RSS of an idle
 # `edgekv run` process on the CPU here; a device profile may override it.
 RUNTIME_OVERHEAD = 120 * 2**20
@@ -21,15 +22,18 @@ class MemoryPlan:
     kv_cache: int
     activations: int
     overhead: int
+    workspace: int = 0  # TensorRT tactic scratch (a device profile's workspace); 0 on the CPU
     vision: int = 0  # vision graph weights (multimodal bundles)
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.activations + self.overhead + self.vision
+        return (self.weights + self.kv_cache + self.activations + self.overhead + self.workspace
+                + self.vision)
 
     def rows(self) -> list[tuple[str, int]]:
-        rows = [(k, v) for k, v in asdict(self).items() if k != "vision" or v]
-        return [*rows, ("total", self.total)]
+        """(name, bytes) of every part, then the total. A zero workspace or vision is left out."""
+        parts = [(k, v) for k, v in asdict(self).items() if k not in ("workspace", "vision") or v]
+        return [*parts, ("total", self.total)]
 
 
 def weight_params(d: DecoderDims) -> int:
@@ -41,6 +45,16 @@ def weight_params(d: DecoderDims) -> int:
     embed = d.vocab_size * d.hidden_size
     lm_head = 0 if d.tie_word_embeddings else embed  # tied: stored and mapped once
     return d.num_layers * (attn + mlp + norms) + d.hidden_size + embed + lm_head
+
+
+def weight_bytes(d: DecoderDims, dtype: str) -> int:
+    """Weights once. int4: 4-bit blocks of 32 with an fp32 scale and a 4-bit zero point each,
+    lm_head included; the token-embedding table stays fp32 (memory-mapped) for lookup."""
+    if dtype != "int4":
+        return weight_params(d) * BYTES[dtype]
+    embed = d.vocab_size * d.hidden_size
+    quantized = weight_params(d) - embed + d.vocab_size * d.hidden_size  # layers + lm_head
+    return int(quantized * (0.5 + 4.5 / 32)) + embed * 4
 
 
 def kv_bytes(d: DecoderDims, budget: int, dtype: str) -> int:
@@ -60,23 +74,29 @@ def activation_bytes(d: DecoderDims, budget: int, chunk: int, dtype: str) -> int
 
 
 def plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
-         overhead: int = RUNTIME_OVERHEAD, vision: int = 0) -> MemoryPlan:
+         overhead: int = RUNTIME_OVERHEAD, workspace: int = 0, vision: int = 0) -> MemoryPlan:
+    if dtype not in BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}; the planner knows {', '.join(BYTES)}")
     return MemoryPlan(
-        weights=weight_params(d) * BYTES[dtype],
+        weights=weight_bytes(d, dtype),
         kv_cache=kv_bytes(d, budget, dtype),
         activations=activation_bytes(d, budget, chunk, dtype),
         overhead=overhead,
+        workspace=workspace,
         vision=vision,
     )
 
 
 def largest_budget(d: DecoderDims, chunk: int, dtype: str, limit: int,
-                   overhead: int = RUNTIME_OVERHEAD) -> int:
-    """The largest budget (a multiple of `chunk`) whose planned total fits in `limit` bytes."""
+                   overhead: int = RUNTIME_OVERHEAD, workspace: int = 0) -> int:
+    """The largest budget (a multiple of `chunk`) whose planned total fits in `limit` bytes.
+
+    0 when not even an empty cache fits (the weights and overhead alone are too large).
+    """
     lo, hi = 0, 1 << 22
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if plan(d, mid * chunk, chunk, dtype, overhead).total <= limit:
+        if plan(d, mid * chunk, chunk, dtype, overhead, workspace).total <= limit:
             lo = mid
         else:
             hi = mid - 1

@@ -11,7 +11,8 @@ from edgekv.export.manifest import Manifest, load_manifest
 from edgekv.runtime.errors import BundleError
 from edgekv.runtime.text import TextCodec
 
-NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16}
+# KV (and activation) dtype per bundle dtype; int4 bundles quantize weights only.
+NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16, "int4": np.float32}
 
 
 @dataclass

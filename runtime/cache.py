@@ -3,6 +3,9 @@
 Every array is indexed [layer, kv_head, slot] (K/V add a head_dim axis), so a policy may keep
 different tokens in different heads. The buffers are allocated once; nothing here grows.
 Keys are stored before RoPE; `graph_inputs` tells the graph where to rotate each slot.
+
+Ranks (the order of stream positions inside each (layer, head)) and the slot bias are kept up
+to date incrementally: a decode step at budget 2048 must not pay for a sort of every head.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from edgekv.runtime.errors import BudgetError
 from edgekv.runtime.mrope import MRopeSlots
 
 EMPTY = -1  # orig_pos of an empty slot
-
 TEXT, IMAGE = 0, 1  # modality codes
+NO_PLACE = -1  # `place` of a token that has no grid place (text)
 
 
 @dataclass
@@ -30,9 +33,13 @@ class KVCache:
     protected: np.ndarray  # [L, Hkv, capacity] bool: never evicted (sinks, system prompt)
     modality: np.ndarray  # [L, Hkv, capacity] int16: TEXT, IMAGE, ...
     group: np.ndarray  # [L, Hkv, capacity] int32: frame / turn id the token came from
+    place: np.ndarray  # [L, Hkv, capacity] int32: grid place inside its frame, NO_PLACE for text
     budget: int  # usable slots: slots at index >= budget stay empty (experiments, lower budget)
-    evictions: int = 0  # slots freed by eviction so far, all heads counted once per token
-    _ranks: np.ndarray | None = field(default=None, repr=False)
+    evictions: int = 0  # tokens evicted so far (counted in the fullest head)
+    last_pos: int = EMPTY  # largest stream position ever written
+    rank: np.ndarray = field(default=None, repr=False)  # order of orig_pos per head, 0 if empty
+    bias: np.ndarray = field(default=None, repr=False)  # slot_bias: log(count) or EMPTY_SLOT_BIAS
+    n_valid: np.ndarray = field(default=None, repr=False)  # [L, Hkv] occupied slots
     # M-RoPE bundles (Qwen2-VL): the 3 position components of each slot (runtime/mrope.py).
     mrope: MRopeSlots | None = None
 
@@ -63,7 +70,11 @@ class KVCache:
             protected=np.zeros(meta, dtype=bool),
             modality=np.zeros(meta, dtype=np.int16),
             group=np.zeros(meta, dtype=np.int32),
+            place=np.full(meta, NO_PLACE, dtype=np.int32),
             budget=budget,
+            rank=np.zeros(meta, dtype=np.int64),
+            bias=np.full(meta, EMPTY_SLOT_BIAS, dtype=np.float32),
+            n_valid=np.zeros(meta[:2], dtype=np.int64),
             mrope=MRopeSlots.allocate(meta) if mrope else None,
         )
 
@@ -77,38 +88,63 @@ class KVCache:
 
     def occupied(self) -> int:
         """Slots in use in the fullest (layer, head)."""
-        return int(self.valid.sum(-1).max())
+        return int(self.n_valid.max())
+
+    def free_count(self) -> np.ndarray:
+        """Free slots below the budget per (layer, head): [L, Hkv]."""
+        return self.budget - self.valid[..., : self.budget].sum(-1)
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.keys, self.values, self.orig_pos, self.count,
-                                      self.score, self.protected, self.modality, self.group))
+        arrays = (self.keys, self.values, self.orig_pos, self.count, self.score, self.protected,
+                  self.modality, self.group, self.place, self.rank, self.bias, self.n_valid)
+        return sum(a.nbytes for a in arrays)
 
     def evict(self, mask: np.ndarray) -> None:
         """Free the slots where `mask` ([L, Hkv, capacity]) is true. Protected slots refuse."""
         if np.any(mask & self.protected):
             raise BudgetError("a policy tried to evict a protected slot")
         freed = mask & self.valid
-        if not freed.any():
+        per_head = freed.sum(-1)
+        if not per_head.any():
             return
-        self.evictions += int(freed.sum(-1).max())
+        self.evictions += int(per_head.max())
+        self._drop_ranks(freed, int(per_head.max()))
         self.orig_pos[freed] = EMPTY
         self.count[freed] = 0
         self.score[freed] = 0.0
         self.protected[freed] = False
-        self._ranks = None
+        self.place[freed] = NO_PLACE
+        self.bias[freed] = EMPTY_SLOT_BIAS
+        self.rank[freed] = 0
+        self.n_valid -= per_head
+
+    def _drop_ranks(self, freed: np.ndarray, most: int) -> None:
+        """Close the gaps the freed slots leave in every head's rank order."""
+        freed_rank = np.where(freed, self.rank, np.iinfo(np.int64).max)
+        if most <= 8:  # the usual case (a few tokens per step): compare against each
+            smallest = np.partition(freed_rank, most - 1, axis=-1)[..., :most]
+            below = (smallest[..., None, :] < self.rank[..., :, None]).sum(-1)
+        else:
+            marks = np.zeros(self.rank.shape[:2] + (self.capacity + 1,), dtype=np.int64)
+            layer, head, slot = np.nonzero(freed)
+            marks[layer, head, self.rank[layer, head, slot] + 1] = 1
+            below = np.take_along_axis(np.cumsum(marks, -1), self.rank, axis=-1)
+        self.rank -= below
 
     def free_slots(self, n: int) -> np.ndarray:
-        """The first `n` free slots below the budget in every (layer, head): [L, Hkv, n]."""
-        free = ~self.valid
-        free[..., self.budget :] = False
-        have = free.sum(-1).min()
-        if have < n:
+        """`n` free slots below the budget in every (layer, head): [L, Hkv, n]."""
+        taken = self.valid[..., : self.budget]
+        if (self.budget - taken.sum(-1)).min() < n:
             raise BudgetError(
-                f"{n} new tokens do not fit: {self.budget - have} of {self.budget} slots are "
+                f"{n} new tokens do not fit: {self.occupied()} of {self.budget} slots are "
                 "occupied (the policy must evict first)"
             )
-        # argsort of "not free" is stable: free slots come first, in slot order.
-        return np.argsort(~free, axis=-1, kind="stable")[..., :n]
+        if n == 1:
+            return np.argmin(taken, axis=-1)[..., None]
+        # The first n free slots of each head (linear time; every head has at least n).
+        free = ~taken
+        first = free & (np.cumsum(free, axis=-1) <= n)
+        return np.nonzero(first)[-1].reshape(*taken.shape[:2], n)
 
     def write(
         self,
@@ -120,10 +156,15 @@ class KVCache:
         modality: int = TEXT,
         group: int = 0,
         protected: bool | np.ndarray = False,
+        place: np.ndarray | None = None,
     ) -> None:
         """Store a chunk's K/V ([L, Hkv, c, D]) at `slots` ([L, Hkv, c])."""
         layer = np.arange(slots.shape[0])[:, None, None]
         head = np.arange(slots.shape[1])[None, :, None]
+        positions = np.asarray(positions, dtype=np.int64)
+        in_order = positions.min() > self.last_pos and bool(np.all(np.diff(positions) > 0))
+        if in_order:  # stream order: the chunk ranks after everything already cached
+            self.rank[layer, head, slots] = self.n_valid[..., None] + np.arange(len(positions))
         self.keys[layer, head, slots] = new_keys
         self.values[layer, head, slots] = new_values
         self.orig_pos[layer, head, slots] = positions
@@ -132,17 +173,36 @@ class KVCache:
         self.protected[layer, head, slots] = protected
         self.modality[layer, head, slots] = modality
         self.group[layer, head, slots] = group
-        self._ranks = None
+        self.place[layer, head, slots] = NO_PLACE if place is None else place
+        self.bias[layer, head, slots] = 0.0
+        self.n_valid += len(positions)
+        self.last_pos = max(self.last_pos, int(positions.max()))
+        if not in_order:
+            self.rerank()
 
-    def ranks(self) -> np.ndarray:
-        """Rank of each valid slot's original position within its (layer, head); cached."""
-        if self._ranks is None:
-            key = np.where(self.valid, self.orig_pos, np.iinfo(np.int64).max)
-            order = np.argsort(key, axis=-1, kind="stable")
-            ranks = np.empty_like(order)
-            np.put_along_axis(ranks, order, np.arange(self.capacity), axis=-1)
-            self._ranks = ranks
-        return self._ranks
+    def merge_into(self, target: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray,
+                   where: np.ndarray | None = None) -> None:
+        """Fold one new token per (layer, head) into slots `target` ([L, Hkv]), where `where`.
+
+        K/V become the count-weighted mean and the slot stands for one more token
+        (slot_bias = log count): n merged near-duplicates keep the attention weight n copies
+        of their mean would get.
+        """
+        layer, head = np.nonzero(np.ones(target.shape, bool) if where is None else where)
+        slot = target[layer, head]
+        n = self.count[layer, head, slot].astype(np.float32)[:, None]
+        for buf, new in ((self.keys, new_keys), (self.values, new_values)):
+            old = buf[layer, head, slot].astype(np.float32)
+            buf[layer, head, slot] = ((old * n + new[layer, head]) / (n + 1)).astype(buf.dtype)
+        self.count[layer, head, slot] += 1
+        self.bias[layer, head, slot] = np.log(self.count[layer, head, slot])
+
+    def rerank(self) -> None:
+        """Recompute every head's rank order from scratch (after out-of-order writes)."""
+        key = np.where(self.valid, self.orig_pos, np.iinfo(np.int64).max)
+        order = np.argsort(key, axis=-1, kind="stable")
+        np.put_along_axis(self.rank, order, np.arange(self.capacity), axis=-1)
+        self.rank[~self.valid] = 0
 
     def graph_inputs(
         self, positions: np.ndarray, position_mode: str
@@ -153,16 +213,11 @@ class KVCache:
         length extrapolation), so the model never sees a position beyond budget + chunk.
         `absolute` mode: positions are where the tokens stood in the input stream.
         """
-        valid = self.valid
         if position_mode == "cache":
-            slot_pos = np.where(valid, self.ranks(), 0)
-            start = int(valid.sum(-1).max())
+            start = int(self.n_valid.max())
             chunk_pos = np.arange(start, start + len(positions), dtype=np.int64)
-        elif position_mode == "absolute":
-            slot_pos = np.where(valid, self.orig_pos, 0)
-            chunk_pos = np.asarray(positions, dtype=np.int64)
-        else:
-            raise ValueError(f"unknown position mode {position_mode!r} (cache or absolute)")
-        counts = np.maximum(self.count, 1).astype(np.float32)
-        slot_bias = np.where(valid, np.log(counts), np.float32(EMPTY_SLOT_BIAS))
-        return slot_pos, slot_bias.astype(np.float32), chunk_pos
+            return self.rank, self.bias, chunk_pos
+        if position_mode == "absolute":
+            slot_pos = np.where(self.valid, self.orig_pos, 0)
+            return slot_pos, self.bias, np.asarray(positions, dtype=np.int64)
+        raise ValueError(f"unknown position mode {position_mode!r} (cache or absolute)")

@@ -21,5 +21,9 @@ class ModelError(EdgeKVError):
     """A model that cannot be found, loaded or exported."""
 
 
+class ProfileError(EdgeKVError):
+    """A device profile that cannot be found, or a profile file with a bad field."""
+
+
 class ImageError(EdgeKVError):
     """An image that cannot be read or has the wrong shape for the bundle's vision graph."""

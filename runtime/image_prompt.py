@@ -14,7 +14,7 @@ import numpy as np
 
 from edgekv.export.vision_spec import IDEFICS3_ROWS, REPEAT, ImageLayout, Preprocess
 from edgekv.runtime import mrope
-from edgekv.runtime.cache import IMAGE, TEXT
+from edgekv.runtime.cache import IMAGE, NO_PLACE, TEXT
 from edgekv.runtime.errors import ImageError
 from edgekv.runtime.preprocess import preprocess
 
@@ -24,11 +24,20 @@ class Prompt:
     embeds: np.ndarray  # [1, n, H]
     modality: np.ndarray  # [n] TEXT / IMAGE
     group: np.ndarray  # [n] image number (first_image, first_image + 1, ...) or 0 for text
+    place: np.ndarray  # [n] token index inside its image (grid place), NO_PLACE for text
     mrope_pos: np.ndarray | None = None  # [3, n] for M-RoPE bundles
     mrope_extent: np.ndarray | None = None  # [n]
 
     def __len__(self) -> int:
         return self.embeds.shape[1]
+
+    def runs(self, chunk: int) -> list[tuple[int, int]]:
+        """(start, end) of chunks of at most `chunk` tokens, cut where text turns into an image
+        or one image into the next."""
+        key = self.modality.astype(np.int64) * (1 << 32) + self.group
+        cuts = [0, *np.flatnonzero(np.diff(key)) + 1, len(self)]
+        bounds = zip(cuts[:-1], cuts[1:], strict=True)
+        return [(s, min(s + chunk, end)) for start, end in bounds for s in range(start, end, chunk)]
 
 
 def frames_per_image(pre: Preprocess) -> int:
@@ -78,9 +87,11 @@ def build(
         features = encoder.encode(np.concatenate(frames)).reshape(-1, embeds.shape[-1])
         embeds[0, is_image] = features.astype(embeds.dtype)
     image_index = np.cumsum(is_image) - 1  # running count of image tokens seen
-    group = np.where(is_image, first_image + image_index // max(per_image, 1), 0)
+    per_image = max(per_image, 1)
+    group = np.where(is_image, first_image + image_index // per_image, 0)
+    place = np.where(is_image, image_index % per_image, NO_PLACE)
     prompt = Prompt(embeds, np.where(is_image, IMAGE, TEXT).astype(np.int16),
-                    group.astype(np.int32))
+                    group.astype(np.int32), place.astype(np.int32))
     if bundle.manifest.position_scheme == "mrope":
         prompt.mrope_pos, prompt.mrope_extent = positions(is_image, layout, mrope_start)
     return prompt

@@ -47,6 +47,17 @@ class MRopeSlots:
         self.extent[layer, head, slots] = extent
 
 
+    def record(self, orig_pos: np.ndarray, positions: np.ndarray, pos: np.ndarray,
+               extent: np.ndarray) -> None:
+        """Store a chunk's components ([3, c]) and extents ([c]) wherever the policy wrote its
+        tokens (found by stream position; tokens merged into older slots leave those alone)."""
+        offset = orig_pos - positions[0]
+        new = (offset >= 0) & (offset < len(positions))
+        index = offset[new]
+        self.pos[:, new] = pos[:, index]
+        self.extent[new] = extent[index]
+
+
 def text_positions(start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(pos [3, n], extent [n]) for n text tokens from position `start`."""
     p = np.arange(start, start + n, dtype=np.int64)

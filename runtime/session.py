@@ -19,6 +19,7 @@ from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.cache import TEXT, KVCache
 from edgekv.runtime.errors import BudgetError, BundleError
 from edgekv.runtime.policies import Policy, make_policy
+from edgekv.runtime.policies.base import Chunk
 from edgekv.runtime.sampler import Sampler
 
 ChunkCallback = Callable[[int, np.ndarray], None]
@@ -60,6 +61,7 @@ class Session:
         budget: int | None = None,
         position_mode: str | None = None,
         threads: int = 0,
+        say: Callable[[str], None] | None = None,
     ) -> Session:
         m = bundle.manifest
         policy = make_policy(policy) if isinstance(policy, str) else policy
@@ -74,18 +76,23 @@ class Session:
         cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim,
                                  bundle.kv_dtype, budget=budget,
                                  mrope=m.position_scheme == "mrope")
-        return cls(bundle, policy, make_backend(backend, bundle, cache, threads), cache,
+        return cls(bundle, policy, make_backend(backend, bundle, cache, threads, say), cache,
                    position_mode or m.position_mode, m.chunk)
 
     # -- feeding --------------------------------------------------------------------------------
     def step(
-        self, embeds: np.ndarray, modality: Any = TEXT, protected: bool = False, group: Any = 0,
+        self,
+        embeds: np.ndarray,
+        modality: int = TEXT,
+        protected: bool = False,
+        group: int = 0,
+        place: np.ndarray | None = None,
         mrope_pos: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """One decoder call on a chunk of embeddings [1, c, H]; returns its logits [c, V].
 
-        `modality` / `group` are one value or one per token. M-RoPE bundles take the chunk's
-        (positions [3, c], extents [c]) in `mrope_pos`; text positions when it is None.
+        M-RoPE bundles take the chunk's (positions [3, c], extents [c]) in `mrope_pos`; text
+        positions when it is None.
         """
         start = time.perf_counter()
         c = embeds.shape[1]
@@ -97,18 +104,16 @@ class Session:
             mpos, extent = mrope_pos or mrope.text_positions(self.mrope_next, c)
             slot_pos, slot_bias, chunk_pos = mrope.graph_inputs(self.cache, mpos, self.mrope_next,
                                                                 self.position_mode)
-        mass_weight = np.ones(c, dtype=np.float32)
         graph_start = time.perf_counter()
-        out = self.backend.run(embeds, chunk_pos, slot_pos, slot_bias, mass_weight)
+        out = self.backend.run(embeds, chunk_pos, slot_pos, slot_bias, self.policy.mass_weight(c))
         self.stats.graph_s += time.perf_counter() - graph_start
         capacity = self.cache.capacity
         self.policy.observe(self.cache, out.attn_mass[..., :capacity])
-        slots = self.cache.free_slots(c)
-        self.cache.write(slots, out.new_keys, out.new_values, positions,
-                         score=out.attn_mass[..., capacity:], modality=modality,
-                         protected=protected, group=group)
+        self.policy.admit(self.cache, Chunk(out.new_keys, out.new_values, positions,
+                                            out.attn_mass[..., capacity:], modality, group,
+                                            protected, place))
         if self.cache.mrope is not None:
-            self.cache.mrope.write(slots, mpos, extent)
+            self.cache.mrope.record(self.cache.orig_pos, positions, mpos, extent)
             self.mrope_next = max(self.mrope_next, int((mpos[0] + extent).max()))
         self.pos += c
         self.stats.steps += 1
@@ -161,16 +166,18 @@ class Session:
     def ask(
         self, question: str, max_new_tokens: int = 256, sampler: Sampler | None = None
     ) -> Iterator[str]:
-        """Add a user turn, stream the answer as text pieces, and keep it in the conversation."""
+        """Add a user turn, stream the answer as text pieces, and keep it in the conversation.
+
+        Only the system message and the last exchange are kept as text: the template renders
+        them to find what is new, and the cache (under the policy) is the conversation's
+        memory. So hundreds of turns cost no more host memory than one.
+        """
         text = self.bundle.text
-        if self.bundle.manifest.vision is None:
-            self.messages.append({"role": "user", "content": question})
-        else:
-            self._add_user_item({"type": "text", "text": question})
-        rendered = text.render(self.messages, add_generation_prompt=True)
+        system = [m for m in self.messages[:1] if m["role"] == "system"]
+        history, user = self._user_turn(question)
+        rendered = text.render([*history, user], add_generation_prompt=True)
         common = _common_prefix(rendered, self._fed_text)
-        prompt = text.encode(rendered[common:])
-        last = self.feed(prompt)
+        last = self.feed(text.encode(rendered[common:]))
         produced: list[int] = []
         shown = ""
         for token in self.generate(last, max_new_tokens, sampler):
@@ -179,10 +186,10 @@ class Session:
             if now.startswith(shown) and not now.endswith("\ufffd"):
                 yield now[len(shown) :]
                 shown = now
-        answer = text.decode(produced)
-        self.messages.append({"role": "assistant", "content": self.message_content(answer.strip())})
-        self._fed_text = rendered + text.decode(produced, skip_special_tokens=False)
-
+        answer = {"role": "assistant", "content": self.message_content(text.decode(produced))}
+        self.messages = [*system, user, answer]
+        self._fed_text = (text.render([*system, user], add_generation_prompt=True)
+                          + text.decode(produced, skip_special_tokens=False))
 
     # -- images ---------------------------------------------------------------------------------
     def append_image(self, frame: Any) -> None:
@@ -211,17 +218,23 @@ class Session:
         return self.feed_embeds(prompt, on_chunk)
 
     def feed_embeds(self, prompt: Any, on_chunk: ChunkCallback | None = None) -> np.ndarray:
-        """Feed an `image_prompt.Prompt` in chunks; returns the last position's logits [V]."""
+        """Feed an `image_prompt.Prompt`; returns the last position's logits [V].
+
+        Chunks never mix a text run and an image, so a policy sees each image's tokens with one
+        modality and group and their grid places (what `structured` compares frame to frame).
+        """
         if len(prompt) == 0:
             raise ValueError("nothing to feed")
         logits = None
-        for offset in range(0, len(prompt), self.chunk):
-            part = slice(offset, offset + self.chunk)
+        for offset, end in prompt.runs(self.chunk):
+            part = slice(offset, end)
+            is_image = prompt.modality[offset] != TEXT
             mpos = None
             if prompt.mrope_pos is not None:
                 mpos = (prompt.mrope_pos[:, part], prompt.mrope_extent[part])
-            logits = self.step(prompt.embeds[:, part], modality=prompt.modality[part],
-                               group=prompt.group[part], mrope_pos=mpos)
+            logits = self.step(prompt.embeds[:, part], modality=int(prompt.modality[offset]),
+                               group=int(prompt.group[offset]),
+                               place=prompt.place[part] if is_image else None, mrope_pos=mpos)
             if on_chunk is not None:
                 on_chunk(offset, logits)
         return logits[-1].copy()
@@ -237,6 +250,17 @@ class Session:
     def message_content(self, text: str) -> Any:
         # Vision-language chat templates iterate content items; text templates take a string.
         return text if self.bundle.manifest.vision is None else [{"type": "text", "text": text}]
+
+    def _user_turn(self, question: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(earlier messages, the user turn asking `question`). With a vision bundle the
+        question completes the open turn that `append_image` started."""
+        if self.bundle.manifest.vision is None:
+            return self.messages, {"role": "user", "content": question}
+        item = {"type": "text", "text": question}
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last["role"] == "user" and isinstance(last["content"], list):
+            return self.messages[:-1], {**last, "content": [*last["content"], item]}
+        return self.messages, {"role": "user", "content": [item]}
 
     def _add_user_item(self, item: dict[str, Any]) -> None:
         """Append to the open user turn (one whose content is a list), or start one."""

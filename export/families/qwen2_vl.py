@@ -40,9 +40,10 @@ class Qwen2VLVision(nn.Module):
         cfg = self.visual.config
         grid = torch.tensor([[1, height // cfg.patch_size, width // cfg.patch_size]])
         ids = get_vision_position_ids(grid, cfg.spatial_merge_size)
-        cos, sin = self.visual.rotary_pos_emb(torch.zeros(1), ids)
-        self.register_buffer("cos", cos.float(), persistent=False)  # [N, head_dim]
-        self.register_buffer("sin", sin.float(), persistent=False)
+        cos, sin = self.visual.rotary_pos_emb(torch.zeros(1), ids)  # [N, head_dim], halves equal
+        half = cos.shape[-1] // 2  # `rotate` takes half-width tables
+        self.register_buffer("cos", cos[:, :half].float().contiguous(), persistent=False)
+        self.register_buffer("sin", sin[:, :half].float().contiguous(), persistent=False)
         self.merged = cfg.spatial_merge_size**2
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ class OrtBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
-        if manifest.dims.tie_word_embeddings:
+        if manifest.embedding.shared_with_lm_head:
             # Hand the memory-mapped embedding to ORT as lm_head's initializer so the matrix
             # exists once in memory (token lookup reads the same pages).
             self._shared = ort.OrtValue.ortvalue_from_numpy(embedding)

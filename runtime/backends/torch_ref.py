@@ -34,13 +34,18 @@ class TorchBackend:
         import onnx
         from onnx import numpy_helper
 
+        if manifest.quant_format:
+            raise BundleError(
+                f"the torch backend runs fp32/fp16 bundles; this one is {manifest.dtype} "
+                f"({manifest.quant_format}): use --backend ort"
+            )
         model = onnx.load(str(bundle_dir / manifest.graphs["decoder"]), load_external_data=False)
         onnx.external_data_helper.load_external_data_for_model(model, str(bundle_dir))
         found = {t.name: t for t in model.graph.initializer}
         step = DecoderStep(manifest.dims, _TORCH_DTYPES[manifest.dtype])
         state = {}
         for name in step.state_dict():
-            if name == "lm_head.weight" and manifest.dims.tie_word_embeddings:
+            if name == "lm_head.weight" and manifest.embedding.shared_with_lm_head:
                 state[name] = torch.from_numpy(np.array(embedding))
             elif name in found:
                 state[name] = torch.from_numpy(numpy_helper.to_array(found[name]).copy())

@@ -10,13 +10,21 @@ import dataclasses
 from edgekv.runtime.errors import PolicyError
 from edgekv.runtime.policies.base import Policy
 from edgekv.runtime.policies.full import Full
+from edgekv.runtime.policies.h2o import H2O
+from edgekv.runtime.policies.inf_mllm import InfMLLM
+from edgekv.runtime.policies.snapkv import SnapKV
 from edgekv.runtime.policies.streaming import Streaming
+from edgekv.runtime.policies.structured import Structured
 from edgekv.runtime.policies.window import Window
 
 POLICIES: dict[str, type[Policy]] = {
     Full.name: Full,
     Window.name: Window,
     Streaming.name: Streaming,
+    H2O.name: H2O,
+    SnapKV.name: SnapKV,
+    InfMLLM.name: InfMLLM,
+    Structured.name: Structured,
 }
 
 

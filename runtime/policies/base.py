@@ -1,4 +1,14 @@
-"""What a KV policy is: a small dataclass that frees slots before each chunk is written."""
+"""What a KV policy is: a small dataclass that decides, between decoder calls, what stays.
+
+The session calls, for every chunk of c tokens:
+  1. `make_room(cache, c)`: free at least c slots below the budget in every (layer, head),
+     or raise BudgetError. The chunk attends to what is left.
+  2. `mass_weight(c)`: how much each chunk query counts in the graph's `attn_mass`.
+  3. `observe(cache, slot_mass)`: the attention the chunk paid each cached slot
+     ([L, Hkv, capacity]); policies that score by attention accumulate it here.
+  4. `admit(cache, chunk)`: write the chunk's K/V (the default: every token in a free slot;
+     a compressing policy may merge or drop tokens instead).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +17,30 @@ from typing import ClassVar
 
 import numpy as np
 
-from edgekv.runtime.cache import KVCache
+from edgekv.runtime.cache import TEXT, KVCache
 from edgekv.runtime.errors import BudgetError
 
 
 @dataclass
-class Policy:
-    """Base policy. Subclasses set `name` and override `make_room` (and `observe` if they score).
+class Chunk:
+    """A chunk the decoder has just processed, as the session hands it to the policy."""
 
-    `make_room(cache, n)` runs before a chunk of `n` tokens is written and must leave at least
-    `n` free slots below the budget in every (layer, head), or raise BudgetError.
-    `observe(cache, slot_mass)` runs after each decoder call with `attn_mass` over the slots
-    ([L, Hkv, capacity]); policies that score by attention accumulate it.
-    """
+    new_keys: np.ndarray  # [L, Hkv, c, D], pre-RoPE
+    new_values: np.ndarray  # [L, Hkv, c, D]
+    positions: np.ndarray  # [c] stream positions
+    chunk_mass: np.ndarray  # [L, Hkv, c] attention the chunk's queries paid its own tokens
+    modality: int = TEXT
+    group: int = 0  # frame / turn id
+    protected: bool = False
+    place: np.ndarray | None = None  # [c] grid place of each token in its frame (images)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+@dataclass
+class Policy:
+    """Base policy: keep everything that fits. Subclasses set `name`, `summary`, `make_room`."""
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
@@ -37,33 +58,43 @@ class Policy:
             )
 
     def make_room(self, cache: KVCache, n: int) -> None:
-        raise NotImplementedError(f"policy {self.name!r} does not implement make_room")
+        if cache.free_count().min() < n:
+            raise BudgetError(f"policy {self.name!r} cannot make room for {n} tokens")
+
+    def mass_weight(self, c: int) -> np.ndarray:
+        return np.ones(c, dtype=np.float32)
 
     def observe(self, cache: KVCache, slot_mass: np.ndarray) -> None:
         """Default: nothing to learn from attention."""
 
+    def admit(self, cache: KVCache, chunk: Chunk) -> None:
+        cache.write(cache.free_slots(len(chunk)), chunk.new_keys, chunk.new_values,
+                    chunk.positions, score=chunk.chunk_mass, modality=chunk.modality,
+                    group=chunk.group, protected=chunk.protected, place=chunk.place)
+
     def params(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def free_count(cache: KVCache) -> np.ndarray:
-    """Free slots below the budget per (layer, head): [L, Hkv]."""
-    return cache.budget - cache.valid[..., : cache.budget].sum(-1)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
 
 def evict_lowest(cache: KVCache, priority: np.ndarray, need: np.ndarray) -> None:
     """Evict, per (layer, head), the `need[l, h]` evictable slots of lowest `priority`.
 
     Empty and protected slots are never chosen. Raises BudgetError if there are too few.
+    Uses a partial sort: the cost is linear in the capacity, whatever the budget.
     """
-    if not np.any(need > 0):
+    need = np.broadcast_to(np.maximum(need, 0), priority.shape[:2])
+    most = int(need.max())
+    if most == 0:
         return
     evictable = cache.valid & ~cache.protected
     if np.any(evictable.sum(-1) < need):
         raise BudgetError("not enough evictable slots: protected tokens fill the budget")
     key = np.where(evictable, priority, np.inf)
-    order = np.argsort(key, axis=-1, kind="stable")
-    take = np.arange(cache.capacity) < need[..., None]
-    mask = np.zeros_like(evictable)
-    np.put_along_axis(mask, order, take, axis=-1)
+    lowest = np.argpartition(key, most - 1, axis=-1)[..., :most]
+    # Order the `most` candidates so heads that need fewer take their lowest ones.
+    order = np.argsort(np.take_along_axis(key, lowest, -1), axis=-1, kind="stable")
+    lowest = np.take_along_axis(lowest, order, -1)
+    take = np.arange(most) < need[..., None]
+    mask = np.zeros(key.shape, dtype=bool)
+    np.put_along_axis(mask, lowest, take, axis=-1)
     cache.evict(mask)

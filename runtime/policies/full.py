@@ -5,7 +5,7 @@ from typing import ClassVar
 
 from edgekv.runtime.cache import KVCache
 from edgekv.runtime.errors import BudgetError
-from edgekv.runtime.policies.base import Policy, free_count
+from edgekv.runtime.policies.base import Policy
 
 
 @dataclass
@@ -14,7 +14,7 @@ class Full(Policy):
     summary: ClassVar[str] = "keep every token; error when the budget is full"
 
     def make_room(self, cache: KVCache, n: int) -> None:
-        if free_count(cache).min() < n:
+        if cache.free_count().min() < n:
             raise BudgetError(
                 f"the 'full' policy cannot hold {cache.occupied() + n} tokens in a budget of "
                 f"{cache.budget}: use an evicting policy (--policy streaming) or export with a "

@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from edgekv.runtime.cache import KVCache
-from edgekv.runtime.policies.base import Policy, evict_lowest, free_count
+from edgekv.runtime.policies.base import Policy, evict_lowest
 
 
 @dataclass
@@ -27,6 +27,5 @@ class Streaming(Policy):
         # The sinks are the tokens at the `sinks` smallest stream positions ever seen; the
         # cache never evicts them, so they are the smallest valid positions still present.
         priority = cache.orig_pos.astype(np.float64)
-        ranks = cache.ranks()
-        priority[(ranks < self.sinks) & cache.valid] = np.inf
-        evict_lowest(cache, priority, n - free_count(cache))
+        priority[(cache.rank < self.sinks) & cache.valid] = np.inf
+        evict_lowest(cache, priority, n - cache.free_count())

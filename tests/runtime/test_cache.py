@@ -40,12 +40,20 @@ def test_ranks_follow_stream_order_not_slot_order():
     assert chunk_pos.tolist() == [15, 16]
 
 
-def test_merged_slot_bias_is_log_count():
+def test_merging_averages_kv_and_sets_bias_to_log_count():
     cache = _cache()
-    _write(cache, [0, 1])
-    cache.count[:, :, 0] = 5
+    _, kv = _write(cache, [0, 1])
+    rng = np.random.default_rng(1)
+    members = [kv[:, :, 0]]
+    target = np.zeros((2, 3), dtype=np.int64)
+    for _ in range(4):
+        new = rng.normal(size=(2, 3, 4)).astype(np.float32)
+        members.append(new)
+        cache.merge_into(target, new, new)
+    assert (cache.count[:, :, 0] == 5).all()
+    np.testing.assert_allclose(cache.keys[:, :, 0], np.mean(members, axis=0), rtol=1e-5)
     _, bias, _ = cache.graph_inputs(np.array([2]), "cache")
-    assert np.allclose(bias[:, :, 0], np.log(5))
+    assert np.allclose(bias[:, :, 0], np.log(5)) and (bias[:, :, 1] == 0).all()
 
 
 def test_lowered_budget_leaves_upper_slots_empty():
@@ -67,3 +75,29 @@ def test_protected_slots_refuse_eviction():
     cache.protected[:, :, 0] = True
     with pytest.raises(BudgetError, match="protected"):
         cache.evict(cache.valid.copy())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_incremental_ranks_equal_a_full_rerank(seed):
+    """Random per-head evictions (few and many at once) then in-order writes."""
+    rng = np.random.default_rng(seed)
+    cache = KVCache.allocate(2, 3, 64, 4)
+    pos = 0
+    for _ in range(30):
+        room = cache.free_count().min()
+        c = int(rng.integers(1, 6))
+        if room < c:
+            drop = int(rng.choice([1, 3, 12]))
+            mask = np.zeros(cache.orig_pos.shape, dtype=bool)
+            for layer in range(2):
+                for head in range(3):
+                    valid = np.flatnonzero(cache.valid[layer, head])
+                    mask[layer, head, rng.choice(valid, size=drop, replace=False)] = True
+            cache.evict(mask)
+            c = min(c, int(cache.free_count().min()))
+        kv = np.zeros((2, 3, c, 4), np.float32)
+        cache.write(cache.free_slots(c), kv, kv, np.arange(pos, pos + c))
+        pos += c
+        incremental = cache.rank.copy()
+        cache.rerank()
+        np.testing.assert_array_equal(incremental, cache.rank)

@@ -1,0 +1,83 @@
+"""Block-wise 4-bit weights for the ONNX Runtime backend (`--dtype int4`).
+
+Every projection (`Gemm(x, W, transB=1)` on a weight initializer) becomes ONNX Runtime's
+`com.microsoft.MatMulNBits` with asymmetric uint4 blocks of `block_size` along the input axis,
+and so does the lm_head (it then no longer shares `embed.bin`, which stays fp32 for token
+lookup: only the rows in use are paged in). Activations, KV and attention stay fp32.
+
+This is an ONNX Runtime contrib op; TensorRT parses blocked DequantizeLinear (opset 21)
+instead, so the manifest records `quant_format` and `edgekv check` refuses contrib ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+QUANT_FORMAT = "ort-matmulnbits-uint4"
+BLOCK_SIZE = 32
+
+
+def quantize_blocks(weight_nk: np.ndarray, block_size: int = BLOCK_SIZE):
+    """W [N, K] (Gemm transB layout) -> (packed [N, blocks, block/2], scales [N, blocks],
+    zero_points [N, ceil(blocks/2)]), ONNX Runtime's own kernel doing the rounding."""
+    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
+
+    n, k = weight_nk.shape
+    blocks = -(-k // block_size)
+    weight_kn = np.zeros((blocks * block_size, n), dtype=np.float32)
+    weight_kn[:k] = weight_nk.T
+    packed = np.zeros((n, blocks, block_size // 2), dtype=np.uint8)
+    scales = np.zeros((n, blocks), dtype=np.float32)
+    zero_points = np.zeros((n, (blocks + 1) // 2), dtype=np.uint8)
+    quantize_matmul_4bits(packed, weight_kn, scales, zero_points, block_size, n, k, False)
+    return packed, scales, zero_points
+
+
+def dequantize_blocks(packed: np.ndarray, scales: np.ndarray, zero_points: np.ndarray,
+                      k: int) -> np.ndarray:
+    """The fp32 weights [N, K] that a MatMulNBits node computes with (for validation)."""
+    n, blocks, half = packed.shape
+    q = np.empty((n, blocks, half * 2), dtype=np.float32)
+    q[..., 0::2] = packed & 0x0F  # low nibble first
+    q[..., 1::2] = packed >> 4
+    zp = np.empty((n, zero_points.shape[1] * 2), dtype=np.float32)
+    zp[:, 0::2] = zero_points & 0x0F
+    zp[:, 1::2] = zero_points >> 4
+    w = (q - zp[:, :blocks, None]) * scales[..., None]
+    return w.reshape(n, blocks * half * 2)[:, :k]
+
+
+def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE) -> dict[str, np.ndarray]:
+    """Rewrite every weight Gemm of `model` in place; returns {weight name: dequantized W}."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    dequantized: dict[str, np.ndarray] = {}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        weight = inits.get(node.input[1]) if node.op_type == "Gemm" else None
+        if weight is None or attrs.get("transB") != 1 or attrs.get("transA", 0) != 0:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weight).astype(np.float32)
+        n, k = w.shape
+        packed, scales, zero_points = quantize_blocks(w, block_size)
+        dequantized[weight.name] = dequantize_blocks(packed, scales, zero_points, k)
+        names = [f"{weight.name}.q4", f"{weight.name}.scales", f"{weight.name}.zero_points"]
+        for name, array in zip(names, (packed, scales, zero_points), strict=True):
+            graph.initializer.append(numpy_helper.from_array(array, name))
+        has_bias = len(node.input) > 2 and node.input[2] and attrs.get("beta", 1.0) != 0
+        out = node.output[0] + ".nobias" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMulNBits", [node.input[0], *names], [out],
+                                      name=node.name + ".q4", domain="com.microsoft",
+                                      K=k, N=n, bits=4, block_size=block_size))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [out, node.input[2]], [node.output[0]]))
+        graph.initializer.remove(weight)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return dequantized

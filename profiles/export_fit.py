@@ -1,0 +1,53 @@
+"""`edgekv export MODEL --profile P`: read the model's dimensions first, then choose the
+largest budget that fits on the device (or warn when the given one does not), then export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from edgekv.export.exporter import ExportOptions, Log, export_model
+from edgekv.export.families import adapter_for
+from edgekv.export.loading import load, resolve
+from edgekv.export.manifest import Manifest
+from edgekv.profiles.fit import choose_budget, device_plan, fit_warning
+from edgekv.profiles.loader import DeviceProfile
+from edgekv.profiles.planner import MemoryPlan
+from edgekv.runtime.errors import EdgeKVError
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def export_for_device(
+    model_arg: str, out: str | Path, options: ExportOptions, profile: DeviceProfile,
+    choose: bool, log: Log = _stderr,
+) -> tuple[Manifest, MemoryPlan]:
+    """Export MODEL for `profile`. With `choose`, `options.budget` is replaced by the largest
+    budget that fits; otherwise the given budget is kept and a plan that does not fit warns.
+    """
+    options.check()
+    if Path(out).exists() and not options.force:  # before the (slow) model load
+        raise EdgeKVError(f"{out} exists; choose another --out or pass --force to replace it")
+    source = resolve(model_arg)
+    log(f"loading {source.label}")
+    model, tokenizer = load(source)
+    _, adapter = adapter_for(model)
+    dims = adapter.dims(model)
+    if choose:
+        choice = choose_budget(dims, options.chunk, options.dtype, profile)
+        why = ("the model's context length" if choice.limited_by == "context"
+               else "the device's memory")
+        log(f"profile {profile.name}: budget {choice.budget} (largest multiple of chunk "
+            f"{options.chunk} allowed by {why})")
+        options = dataclasses.replace(options, budget=choice.budget)
+    else:
+        warning = fit_warning(device_plan(dims, options.budget, options.chunk, options.dtype,
+                                          profile), profile)
+        if warning:
+            log(f"warning: {warning}")
+    manifest = export_model(model, tokenizer, source.label, out, options, log)
+    return manifest, device_plan(dims, manifest.budget, manifest.chunk, manifest.dtype, profile)

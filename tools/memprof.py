@@ -1,0 +1,168 @@
+"""`edgekv profile -- COMMAND`: run a command, sample its memory every `interval` seconds, and
+report peak, mean and the timeline, with the phases and the plan an edgekv child recorded.
+`MemoryLog` does the same from inside a process (`edgekv run --memory-log`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekv.tools import phases
+from edgekv.tools.samplers import Sampler, default_samplers
+
+SamplerFactory = Callable[[int, float], list[Sampler]]
+MiB = 2**20
+
+
+@dataclass
+class MemoryReport:
+    command: list[str]
+    interval_s: float
+    duration_s: float
+    exit_code: int | None
+    samples: list[dict[str, float]]  # {"t": seconds since start, metric: bytes, ...}
+    phases: list[dict[str, Any]] = field(default_factory=list)  # {"t": seconds, "phase": name}
+    plan: dict[str, int] | None = None  # the bundle's memory plan (bytes), if one was recorded
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted({k for s in self.samples for k in s if k != "t"})
+
+    def peak(self, metric: str = "rss") -> float:
+        return max((s[metric] for s in self.samples if metric in s), default=0.0)
+
+    def mean(self, metric: str = "rss") -> float:
+        values = [s[metric] for s in self.samples if metric in s]
+        return sum(values) / len(values) if values else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["peak"] = {m: self.peak(m) for m in self.metrics}
+        out["mean"] = {m: self.mean(m) for m in self.metrics}
+        return out
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"profiled {len(self.samples)} samples over {self.duration_s:.1f} s "
+                 f"({', '.join(self.sources)}), exit code {self.exit_code}"]
+        for metric in self.metrics:
+            lines.append(f"  {metric:<10} peak {self.peak(metric) / MiB:8.1f} MiB   "
+                         f"mean {self.mean(metric) / MiB:8.1f} MiB")
+        if self.plan:
+            lines.append(f"  {'plan':<10} total {self.plan['total'] / MiB:7.1f} MiB")
+        lines += [f"  {mark['t']:7.2f} s  {mark['phase']}" for mark in self.phases]
+        return lines
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+def _read_all(samplers: Sequence[Sampler], t: float) -> dict[str, float]:
+    sample = {"t": t}
+    for sampler in samplers:
+        sample.update(sampler.read())
+    return sample
+
+
+def _events(path: str | Path, wall0: float) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
+    """Phase markers (seconds since start) and the last plan recorded in a marker file."""
+    marks, plan = [], None
+    for event in phases.read_events(path):
+        if "phase" in event:
+            marks.append({"t": event["t"] - wall0, "phase": event["phase"]})
+        elif "plan" in event:
+            plan = event["plan"]
+    return marks, plan
+
+
+def profile_command(
+    command: Sequence[str], interval: float = 0.2,
+    samplers: SamplerFactory = default_samplers,
+) -> MemoryReport:
+    """Run `command` to completion, sampling its process tree every `interval` seconds."""
+    if not command:
+        raise ValueError("nothing to profile: give a command after --")
+    if interval <= 0:
+        raise ValueError(f"the sampling interval must be positive, not {interval}")
+    with tempfile.TemporaryDirectory(prefix="edgekv-profile-") as tmp:
+        marker_file = Path(tmp) / "phases.jsonl"
+        env = {**os.environ, phases.ENV: str(marker_file)}
+        wall0, start = time.time(), time.perf_counter()
+        proc = subprocess.Popen(list(command), env=env)
+        active = samplers(proc.pid, interval)
+        samples: list[dict[str, float]] = []
+        try:
+            while True:
+                sample = _read_all(active, time.perf_counter() - start)
+                if len(sample) > 1:
+                    samples.append(sample)
+                try:
+                    proc.wait(timeout=interval)  # returns at once when the command ends
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+        finally:
+            for sampler in active:
+                sampler.close()
+        duration = time.perf_counter() - start
+        marks, plan = _events(marker_file, wall0)
+    return MemoryReport(list(command), interval, duration, proc.returncode, samples, marks, plan,
+                        [s.name for s in active])
+
+
+class MemoryLog:
+    """Sample this process on a thread while the `with` block runs; save a report at the end.
+
+    It also collects this process's own phase markers (it points $EDGEKV_PHASE_LOG at a file
+    of its own unless a parent `edgekv profile` already did).
+    """
+
+    def __init__(self, out: str | Path, interval: float = 0.2,
+                 samplers: SamplerFactory = default_samplers) -> None:
+        self.out, self.interval, self.factory = Path(out), interval, samplers
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> MemoryLog:
+        if not os.environ.get(phases.ENV):
+            self._tmp = tempfile.TemporaryDirectory(prefix="edgekv-memlog-")
+            os.environ[phases.ENV] = str(Path(self._tmp.name) / "phases.jsonl")
+        self.marker_file = os.environ[phases.ENV]
+        self.wall0, self.start = time.time(), time.perf_counter()
+        self.active = self.factory(os.getpid(), self.interval)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while True:
+            self.samples.append(_read_all(self.active, time.perf_counter() - self.start))
+            if self._stop.wait(self.interval):
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.thread.join()
+        for sampler in self.active:
+            sampler.close()
+        marks, plan = _events(self.marker_file, self.wall0)
+        report = MemoryReport(["<this process>"], self.interval,
+                              time.perf_counter() - self.start, None, self.samples, marks, plan,
+                              [s.name for s in self.active])
+        report.save(self.out)
+        if self._tmp is not None:
+            os.environ.pop(phases.ENV, None)
+            self._tmp.cleanup()
