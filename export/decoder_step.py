@@ -81,6 +81,9 @@ class DecoderStep(nn.Module):
         self.register_buffer(
             "inv_freq", torch.tensor(dims.rope_inv_freq, dtype=torch.float32), persistent=False
         )
+        if dims.mrope_section:
+            select = _mrope_select(dims.mrope_section)
+            self.register_buffer("mrope_select", select, persistent=False)
         self.to(dtype)
         if rope_table:
             cos, sin = rope_op.rope_tables(dims.rope_inv_freq, rope_table,
@@ -90,6 +93,11 @@ class DecoderStep(nn.Module):
 
     def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = pos.to(torch.float32).unsqueeze(-1) * self.inv_freq  # [..., D/2]
+        if self.dims.mrope_section:
+            # M-RoPE: `pos` has a leading axis of 3 (temporal, height, width); frequency j takes
+            # its angle from the component its section assigns (a one-hot sum: exact, plain ops).
+            select = self.mrope_select.view(3, *([1] * (pos.dim() - 1)), -1)
+            freqs = (freqs * select).sum(0)
         scale = self.dims.rope_attention_scaling
         dtype = self.lm_head.weight.dtype
         return (freqs.cos() * scale).to(dtype), (freqs.sin() * scale).to(dtype)
@@ -156,3 +164,10 @@ class DecoderStep(nn.Module):
             x = x + layer.down_proj(nn.functional.silu(layer.gate_proj(h)) * layer.up_proj(h))
         logits = self.lm_head(self.norm(x)).float().unsqueeze(0)
         return logits, torch.stack(new_keys), torch.stack(new_values), torch.stack(masses)
+
+
+def _mrope_select(section: list[int]) -> torch.Tensor:
+    """[3, D/2] one-hot: which position component drives each rotary frequency (HF's layout:
+    consecutive sections, section i read from component i % 3)."""
+    owner = torch.cat([torch.full((n,), i % 3) for i, n in enumerate(section)])
+    return nn.functional.one_hot(owner, 3).T.to(torch.float32)

@@ -61,6 +61,10 @@ class ExportOptions:
         if self.target != "ort":
             return 0
         return self.budget + self.chunk
+    # Vision-language models only (ignored for text models).
+    image_size: tuple[int, int] | None = None  # (height, width) of one vision frame
+    frames_per_call: int = 1  # frames per vision-graph call (its fixed batch)
+    tiling: tuple[int, int] | None = None  # idefics3: (rows, cols) tiles + global; (0, 0) global
 
     def check(self) -> None:
         if self.dtype not in DTYPES:
@@ -74,6 +78,8 @@ class ExportOptions:
                 "--dtype int4 uses ONNX Runtime's MatMulNBits, which TensorRT does not parse: "
                 "use --target ort, or fp16 for TensorRT"
             )
+        if self.frames_per_call < 1:
+            raise EdgeKVError("--frames-per-call must be at least 1")
         if self.chunk < 1 or self.budget < 1:
             raise EdgeKVError("--budget and --chunk must be positive")
         if self.budget < self.chunk:
@@ -86,7 +92,10 @@ class ExportOptions:
 def build_step(model: Any, dtype: str = "fp32", rope_table: int = 0) -> tuple[str, DecoderStep]:
     """The (family, DecoderStep) for an HF model: its weights under the contract's graph."""
     family, adapter = adapter_for(model)
-    step = DecoderStep(adapter.dims(model), rope_table=rope_table)
+    dims = adapter.dims(model)
+    if dims.mrope_section:
+        rope_table = 0  # M-RoPE positions have 3 components: computed in the graph
+    step = DecoderStep(dims, rope_table=rope_table)
     step.load_state_dict(adapter.weights(model), strict=True)
     return family, step.to(DTYPES[dtype]).eval()
 
@@ -119,6 +128,17 @@ def export(model_arg: str, out: str | Path, options: ExportOptions, log: Log = _
     _check_out(Path(out), options)
     source = resolve(model_arg)
     log(f"loading {source.label}")
+    from edgekv.export.vlm_loading import is_vision_language
+
+    if is_vision_language(source):
+        from edgekv.export.families.vlm import VisionSetup
+        from edgekv.export.vlm_export import VisionExport
+        from edgekv.export.vlm_loading import load_vision_language
+
+        vlm = load_vision_language(source)
+        setup = VisionSetup(options.image_size, options.frames_per_call, options.tiling)
+        return export_model(vlm.model, vlm.tokenizer, source.label, out, options, log,
+                            vision=VisionExport(vlm, setup))
     model, tokenizer = load(source)
     return export_model(model, tokenizer, source.label, out, options, log)
 
@@ -130,9 +150,12 @@ def _check_out(out: Path, options: ExportOptions) -> None:
 
 def export_model(
     model: Any, tokenizer: Any, label: str, out: str | Path, options: ExportOptions,
-    log: Log = _stderr,
+    log: Log = _stderr, vision: Any = None,
 ) -> Manifest:
-    """Export a loaded HF model and tokenizer to a bundle at `out`; returns its manifest."""
+    """Export a loaded HF model and tokenizer to a bundle at `out`; returns its manifest.
+
+    `vision` (an `export.vlm_export.VisionExport`) adds the vision graph of a multimodal model.
+    """
     options.check()
     out = Path(out)
     _check_out(out, options)
@@ -177,8 +200,10 @@ def export_model(
             edgekv_version=edgekv.__version__,
             quant_format=QUANT_FORMAT if quantized else "",
             target=options.target,
-            rope_table=rope_table,
+            rope_table=step.rope_table,
         )
+        if vision is not None:
+            manifest = vision.write(tmp, manifest, DTYPES[options.dtype], options.opset, log)
         manifest = manifest.with_files(tmp)
         manifest.save(tmp)
         if options.validate:
@@ -200,6 +225,8 @@ def export_model(
                 )
             validation = {"max_abs_logit_diff": diff, "tolerance": tolerance,
                           "prompt_tokens": len(ids), "backend": "ort", "vs_hf": vs_hf}
+            if vision is not None:
+                validation.update(vision.validate(tmp, tolerance, log))
             # The manifest is not among the hashed files, so the digests stay valid.
             manifest = replace(manifest, validation=validation)
             manifest.save(tmp)
@@ -210,6 +237,8 @@ def export_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     sizes = {p.name: p.stat().st_size for p in out.iterdir()}
+    log("graphs: " + ", ".join(f"{name} {_graph_bytes(out, file) / 2**20:.1f} MiB"
+                               for name, file in _graph_files(manifest).items()))
     log("wrote " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())))
     log(f"bundle {out} ready in {time.perf_counter() - t0:.0f} s")
     return manifest
@@ -227,3 +256,15 @@ def _with_weights(step: DecoderStep, replaced: dict[str, Any]) -> DecoderStep:
 def _embedding(model: Any, family: str, dtype: str) -> Any:
     _, adapter = adapter_for(model)
     return adapter.embeddings(model).detach().to(DTYPES[dtype]).contiguous().numpy()
+
+
+def _graph_files(manifest: Manifest) -> dict[str, str]:
+    files = dict(manifest.graphs)
+    if manifest.vision is not None:
+        files["vision"] = manifest.vision.graph
+    return files
+
+
+def _graph_bytes(out: Path, graph: str) -> int:
+    """A graph with its external weights (decoder: the tied embedding counts in embed.bin)."""
+    return sum(p.stat().st_size for p in out.iterdir() if p.name.startswith(graph))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekv.export.vision_spec import VisionSpec
 from edgekv.runtime.errors import BundleError
 
 SCHEMA_VERSION = 1
@@ -44,6 +45,9 @@ class DecoderDims:
     hidden_act: str = "silu"
     tie_word_embeddings: bool = True
     embedding_multiplier: float = 1.0
+    # M-RoPE (Qwen2-VL): frequencies per position component (temporal, height, width); their
+    # sum is head_dim / 2. Empty for ordinary RoPE.
+    mrope_section: list[int] = field(default_factory=list)
 
     @property
     def group_size(self) -> int:
@@ -104,6 +108,10 @@ class Manifest:
     rope_table: int = 0
     schema_version: int = SCHEMA_VERSION
     edgekv_version: str = ""
+    # Multimodal bundles: the vision graph, preprocessing and image-token layout (None: text).
+    vision: VisionSpec | None = None
+    # "rope": chunk_pos [c], slot_pos [L,Hkv,B]. "mrope": a leading axis of 3 on both.
+    position_scheme: str = "rope"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -121,6 +129,8 @@ class Manifest:
             raw["dims"] = DecoderDims(**raw["dims"])
             raw["embedding"] = EmbeddingTable(**raw["embedding"])
             raw["tokenizer"] = TokenizerInfo(**raw["tokenizer"])
+            if raw.get("vision") is not None:
+                raw["vision"] = VisionSpec.from_dict(raw["vision"])
             return cls(**raw)
         except (KeyError, TypeError) as exc:
             raise BundleError(f"manifest is malformed: {exc}") from exc
