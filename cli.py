@@ -230,7 +230,8 @@ def _eval_quality(args: argparse.Namespace) -> int:
     from edgekv.tools.quality import quality_table
 
     table = quality_table(args.bundle, args.text, args.tokens,
-                          [int(b) for b in args.budgets.split(",")], args.policies.split(","),
+                          [int(b) for b in args.budgets.split(",") if b],
+                          [p for p in args.policies.split(",") if p],
                           args.full_bundle, args.full_tokens, args.threads)
     print(json.dumps(table.to_dict()) if args.json else table.render())
     return 0
