@@ -16,7 +16,6 @@ DEFAULT_BUDGET, DEFAULT_CHUNK = 2048, 64
 
 def _export(args: argparse.Namespace) -> int:
     from edgekv.export.exporter import ExportOptions, export
-    from edgekv.profiles.planner import plan
     from edgekv.profiles.report import plan_lines
 
     profile = _load_profile(args.profile)
@@ -26,11 +25,12 @@ def _export(args: argparse.Namespace) -> int:
         chunk=args.chunk or (profile.default_chunk if profile else DEFAULT_CHUNK),
         dtype=args.dtype or (profile.precision if profile else "fp32"),
         position_mode=args.position_mode, opset=args.opset, tolerance=args.tolerance,
-        validate=not args.no_validate, force=args.force)
+        validate=not args.no_validate, force=args.force,
+        image_size=_pair(args.image_size, "--image-size"),
+        frames_per_call=args.frames_per_call, tiling=_tiling(args.tiling))
     if profile is None:
         manifest = export(args.model, args.out, options)
-        _print_lines(plan_lines(plan(manifest.dims, manifest.budget, manifest.chunk,
-                                     manifest.dtype)))
+        _print_lines(plan_lines(_plan_of(manifest)))
         return 0
     from edgekv.profiles.export_fit import export_for_device
 
@@ -51,9 +51,39 @@ def _print_lines(lines: list[str], stream: TextIO | None = None) -> None:
     print("\n".join(lines), file=stream or sys.stdout)
 
 
+def _plan_of(manifest: object):  # noqa: ANN202 - MemoryPlan, imported lazily
+    """The CPU plan of a bundle, with its vision graph's weights if it has one."""
+    from edgekv.profiles.planner import plan
+
+    m = manifest
+    vision = m.vision.weights_bytes if m.vision is not None else 0  # type: ignore[attr-defined]
+    return plan(m.dims, m.budget, m.chunk, m.dtype, vision=vision)  # type: ignore[attr-defined]
+
+
+def _pair(text: str | None, flag: str) -> tuple[int, int] | None:
+    """'448' -> (448, 448); '336x448' -> (336, 448) (height x width)."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 0:
+        raise EdgeKVError(f"{flag} {text!r}: expected N or HxW (e.g. 448 or 336x448)")
+    return (values[0], values[-1])
+
+
+def _tiling(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    if text == "global":
+        return (0, 0)
+    return _pair(text, "--tiling")
+
+
 def _info(args: argparse.Namespace) -> int:
     from edgekv.export.manifest import load_manifest
-    from edgekv.profiles.planner import plan
     from edgekv.profiles.report import budget_table, device_fit_lines, plan_lines
 
     profile = _load_profile(args.profile)  # a bad name fails before anything is printed
@@ -65,13 +95,17 @@ def _info(args: argparse.Namespace) -> int:
           f"{d.num_kv_heads} KV heads x {d.head_dim}, vocab {d.vocab_size}")
     print(f"contract    budget {m.budget} slots, chunk 1..{m.chunk}, {m.dtype}, "
           f"positions {m.position_mode}, opset {m.opset}")
+    if m.vision is not None:
+        v = m.vision
+        print(f"vision      {v.graph} {'x'.join(map(str, v.input_shape))} -> "
+              f"{v.layout.tokens_per_frame} tokens/frame, positions {m.position_scheme}")
     if m.validation:
         print(f"validated   max |logit diff| {m.validation['max_abs_logit_diff']:.2e} vs HF")
     if profile is not None:
         _print_lines(device_fit_lines(d, m.budget, m.chunk, m.dtype, profile))
         return 0
     print("memory plan (this machine's CPU)")
-    _print_lines(plan_lines(plan(d, m.budget, m.chunk, m.dtype)))
+    _print_lines(plan_lines(_plan_of(m)))
     _print_lines(budget_table(d, m.chunk, m.dtype))
     return 0
 
@@ -179,7 +213,10 @@ def _chat(args: argparse.Namespace) -> int:
     session = _open_session(args)
     sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     if args.system:
-        session.messages.append({"role": "system", "content": args.system})
+        session.messages.append({"role": "system",
+                                 "content": session.message_content(args.system)})
+    for image in args.image:
+        session.append_image(image)
     questions = [args.prompt] if args.prompt else _stdin_lines()
     evicted = False
     try:
@@ -248,7 +285,8 @@ def _eval_quality(args: argparse.Namespace) -> int:
     from edgekv.tools.quality import quality_table
 
     table = quality_table(args.bundle, args.text, args.tokens,
-                          [int(b) for b in args.budgets.split(",")], args.policies.split(","),
+                          [int(b) for b in args.budgets.split(",") if b],
+                          [p for p in args.policies.split(",") if p],
                           args.full_bundle, args.full_tokens, args.threads)
     print(json.dumps(table.to_dict()) if args.json else table.render())
     return 0
@@ -260,6 +298,8 @@ def _verify(args: argparse.Namespace) -> int:
     from edgekv.export.validate import compare
 
     manifest = load_manifest(args.bundle)
+    if args.image:
+        return _verify_image(args, manifest)
     model, tokenizer = load(resolve(args.against))
     ids = tokenizer(args.prompt).input_ids[: manifest.budget]
     diff = compare(args.bundle, model, ids, backend=args.backend)
@@ -267,6 +307,26 @@ def _verify(args: argparse.Namespace) -> int:
         print(json.dumps({"max_abs_logit_diff": diff, "tokens": len(ids)}))
     else:
         print(f"max_abs_logit_diff {diff:.3e} over {len(ids)} tokens")
+    return 0
+
+
+def _verify_image(args: argparse.Namespace, manifest: object) -> int:
+    from edgekv.export.loading import resolve
+    from edgekv.export.validate_vlm import compare
+    from edgekv.export.vlm_loading import is_vision_language, load_vision_language
+    from edgekv.runtime.preprocess import load_image
+
+    if manifest.vision is None:  # type: ignore[attr-defined]
+        raise EdgeKVError(f"{args.bundle} is a text-only bundle; --image needs a multimodal one")
+    images = [load_image(path) for path in args.image]
+    source = resolve(args.against)
+    if not is_vision_language(source):
+        raise EdgeKVError(f"{args.against} is not a vision-language model")
+    diff, tokens = compare(args.bundle, load_vision_language(source), images, args.backend)
+    if args.json:
+        print(json.dumps({"max_abs_logit_diff": diff, "tokens": tokens, "images": len(images)}))
+    else:
+        print(f"max_abs_logit_diff {diff:.3e} over {tokens} tokens ({len(images)} image(s))")
     return 0
 
 
@@ -349,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=None, help="max |logit diff| accepted")
     p.add_argument("--no-validate", action="store_true")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--image-size", default=None, metavar="HxW",
+                   help="vision frame size, fixed in the vision graph (vision-language models)")
+    p.add_argument("--frames-per-call", type=int, default=1,
+                   help="frames per vision-graph call (its fixed batch)")
+    p.add_argument("--tiling", default=None, metavar="RxC|global",
+                   help="Idefics3/SmolVLM: a fixed tile grid plus the global view, or 'global'")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("info", help="manifest summary and memory plan")
@@ -372,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_session_args(p)
     p.add_argument("--prompt", default=None)
     p.add_argument("--system", default=None, help="system message")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="picture(s) for the first question (multimodal bundles)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -424,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", required=True, help="the model the bundle came from")
     p.add_argument("--prompt", default="The capital of France is Paris, and the capital of")
     p.add_argument("--backend", default="ort")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="compare an image + question prompt (repeat for several images)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_verify)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgekv.export import rope_op
 from edgekv.export.manifest import EMPTY_SLOT_BIAS, DecoderDims
 
 
@@ -66,19 +67,37 @@ class DecoderStep(nn.Module):
     """inputs_embeds [1,c,H], chunk_pos [c], past K/V [L,Hkv,B,D], slot_pos/slot_bias [L,Hkv,B],
     mass_weight [c]  ->  logits [1,c,V], new K/V [L,Hkv,c,D], attn_mass [L,Hkv,B+c]."""
 
-    def __init__(self, dims: DecoderDims, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, dims: DecoderDims, dtype: torch.dtype = torch.float32,
+                 rope_table: int = 0) -> None:
+        """`rope_table` > 0: positions below it come from a cos/sin table through the fused
+        `edgekv::rope` op (ONNX Runtime's RotaryEmbedding); 0: computed in the graph from
+        standard ops only (what TensorRT parses)."""
         super().__init__()
         self.dims = dims
+        self.rope_table = rope_table
         self.layers = nn.ModuleList(DecoderLayer(dims) for _ in range(dims.num_layers))
         self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps)
         self.lm_head = nn.Linear(dims.hidden_size, dims.vocab_size, bias=False)
         self.register_buffer(
             "inv_freq", torch.tensor(dims.rope_inv_freq, dtype=torch.float32), persistent=False
         )
+        if dims.mrope_section:
+            select = _mrope_select(dims.mrope_section)
+            self.register_buffer("mrope_select", select, persistent=False)
         self.to(dtype)
+        if rope_table:
+            cos, sin = rope_op.rope_tables(dims.rope_inv_freq, rope_table,
+                                           dims.rope_attention_scaling, dtype)
+            self.register_buffer("cos_table", cos, persistent=False)
+            self.register_buffer("sin_table", sin, persistent=False)
 
     def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = pos.to(torch.float32).unsqueeze(-1) * self.inv_freq  # [..., D/2]
+        if self.dims.mrope_section:
+            # M-RoPE: `pos` has a leading axis of 3 (temporal, height, width); frequency j takes
+            # its angle from the component its section assigns (a one-hot sum: exact, plain ops).
+            select = self.mrope_select.view(3, *([1] * (pos.dim() - 1)), -1)
+            freqs = (freqs * select).sum(0)
         scale = self.dims.rope_attention_scaling
         dtype = self.lm_head.weight.dtype
         return (freqs.cos() * scale).to(dtype), (freqs.sin() * scale).to(dtype)
@@ -97,8 +116,24 @@ class DecoderStep(nn.Module):
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
         c = inputs_embeds.shape[1]
         x = inputs_embeds[0]
-        cos_c, sin_c = self.rope(chunk_pos)  # [c, D/2]
-        cos_s, sin_s = self.rope(slot_pos)  # [L, Hkv, B, D/2]
+        if self.rope_table:
+            tables = (self.cos_table, self.sin_table)
+            n_layers, _, budget, _ = past_keys.shape
+            # Every cached key of every layer in one fused call: [L*Hkv, 1, B, D].
+            past_rotated = torch.ops.edgekv.rope(
+                past_keys.reshape(n_layers * n_kv, 1, budget, d),
+                slot_pos.reshape(n_layers * n_kv, budget), *tables,
+            ).reshape(n_layers, n_kv, budget, d)
+            chunk_ids = chunk_pos.unsqueeze(0)
+
+            def rotate_chunk(t: torch.Tensor) -> torch.Tensor:  # [heads, c, D]
+                return torch.ops.edgekv.rope(t.unsqueeze(0), chunk_ids, *tables)[0]
+        else:
+            cos_c, sin_c = self.rope(chunk_pos)  # [c, D/2]
+            cos_s, sin_s = self.rope(slot_pos)  # [L, Hkv, B, D/2]
+
+            def rotate_chunk(t: torch.Tensor) -> torch.Tensor:
+                return rotate(t, cos_c, sin_c)
         idx = torch.arange(c, device=x.device)
         future = (idx.unsqueeze(0) > idx.unsqueeze(1)).to(torch.float32)
         causal = (future * EMPTY_SLOT_BIAS).expand(n_kv, c, c)
@@ -113,9 +148,10 @@ class DecoderStep(nn.Module):
                 q, k = layer.q_norm(q), layer.k_norm(k)
             new_keys.append(k)
             new_values.append(v)
-            keys = torch.cat([rotate(past_keys[i], cos_s[i], sin_s[i]), rotate(k, cos_c, sin_c)], 1)
+            past = past_rotated[i] if self.rope_table else rotate(past_keys[i], cos_s[i], sin_s[i])
+            keys = torch.cat([past, rotate_chunk(k)], dim=1)
             values = torch.cat([past_values[i], v], dim=1)  # [Hkv, B+c, D]
-            q = rotate(q, cos_c, sin_c).reshape(n_kv, group, c, d)
+            q = rotate_chunk(q).reshape(n_kv, group, c, d)
             scores = torch.matmul(q, keys.unsqueeze(1).transpose(-1, -2)).float() * scale
             bias = torch.cat([slot_bias[i].unsqueeze(1).expand(-1, c, -1), causal], dim=-1)
             probs = torch.softmax(scores + bias.unsqueeze(1), dim=-1)  # [Hkv, G, c, B+c]
@@ -128,3 +164,10 @@ class DecoderStep(nn.Module):
             x = x + layer.down_proj(nn.functional.silu(layer.gate_proj(h)) * layer.up_proj(h))
         logits = self.lm_head(self.norm(x)).float().unsqueeze(0)
         return logits, torch.stack(new_keys), torch.stack(new_values), torch.stack(masses)
+
+
+def _mrope_select(section: list[int]) -> torch.Tensor:
+    """[3, D/2] one-hot: which position component drives each rotary frequency (HF's layout:
+    consecutive sections, section i read from component i % 3)."""
+    owner = torch.cat([torch.full((n,), i % 3) for i, n in enumerate(section)])
+    return nn.functional.one_hot(owner, 3).T.to(torch.float32)

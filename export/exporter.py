@@ -52,12 +52,34 @@ class ExportOptions:
     tolerance: float | None = None
     validate: bool = True
     force: bool = False
+    target: str = "ort"
+
+    @property
+    def rope_table(self) -> int:
+        """Table rows for the fused RoPE (ort target): positions are ranks below budget +
+        chunk in cache mode; absolute mode gets the model's context length too."""
+        if self.target != "ort":
+            return 0
+        return self.budget + self.chunk
+    # Vision-language models only (ignored for text models).
+    image_size: tuple[int, int] | None = None  # (height, width) of one vision frame
+    frames_per_call: int = 1  # frames per vision-graph call (its fixed batch)
+    tiling: tuple[int, int] | None = None  # idefics3: (rows, cols) tiles + global; (0, 0) global
 
     def check(self) -> None:
         if self.dtype not in DTYPES:
             raise EdgeKVError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         if self.position_mode not in ("cache", "absolute"):
             raise EdgeKVError("--position-mode must be 'cache' or 'absolute'")
+        if self.target not in ("ort", "tensorrt"):
+            raise EdgeKVError("--target must be 'ort' or 'tensorrt'")
+        if self.dtype == "int4" and self.target != "ort":
+            raise EdgeKVError(
+                "--dtype int4 uses ONNX Runtime's MatMulNBits, which TensorRT does not parse: "
+                "use --target ort, or fp16 for TensorRT"
+            )
+        if self.frames_per_call < 1:
+            raise EdgeKVError("--frames-per-call must be at least 1")
         if self.chunk < 1 or self.budget < 1:
             raise EdgeKVError("--budget and --chunk must be positive")
         if self.budget < self.chunk:
@@ -67,10 +89,13 @@ class ExportOptions:
             )
 
 
-def build_step(model: Any, dtype: str = "fp32") -> tuple[str, DecoderStep]:
+def build_step(model: Any, dtype: str = "fp32", rope_table: int = 0) -> tuple[str, DecoderStep]:
     """The (family, DecoderStep) for an HF model: its weights under the contract's graph."""
     family, adapter = adapter_for(model)
-    step = DecoderStep(adapter.dims(model))
+    dims = adapter.dims(model)
+    if dims.mrope_section:
+        rope_table = 0  # M-RoPE positions have 3 components: computed in the graph
+    step = DecoderStep(dims, rope_table=rope_table)
     step.load_state_dict(adapter.weights(model), strict=True)
     return family, step.to(DTYPES[dtype]).eval()
 
@@ -103,6 +128,17 @@ def export(model_arg: str, out: str | Path, options: ExportOptions, log: Log = _
     _check_out(Path(out), options)
     source = resolve(model_arg)
     log(f"loading {source.label}")
+    from edgekv.export.vlm_loading import is_vision_language
+
+    if is_vision_language(source):
+        from edgekv.export.families.vlm import VisionSetup
+        from edgekv.export.vlm_export import VisionExport
+        from edgekv.export.vlm_loading import load_vision_language
+
+        vlm = load_vision_language(source)
+        setup = VisionSetup(options.image_size, options.frames_per_call, options.tiling)
+        return export_model(vlm.model, vlm.tokenizer, source.label, out, options, log,
+                            vision=VisionExport(vlm, setup))
     model, tokenizer = load(source)
     return export_model(model, tokenizer, source.label, out, options, log)
 
@@ -114,14 +150,20 @@ def _check_out(out: Path, options: ExportOptions) -> None:
 
 def export_model(
     model: Any, tokenizer: Any, label: str, out: str | Path, options: ExportOptions,
-    log: Log = _stderr,
+    log: Log = _stderr, vision: Any = None,
 ) -> Manifest:
-    """Export a loaded HF model and tokenizer to a bundle at `out`; returns its manifest."""
+    """Export a loaded HF model and tokenizer to a bundle at `out`; returns its manifest.
+
+    `vision` (an `export.vlm_export.VisionExport`) adds the vision graph of a multimodal model.
+    """
     options.check()
     out = Path(out)
     _check_out(out, options)
     t0 = time.perf_counter()
-    family, step = build_step(model, options.dtype)
+    rope_table = options.rope_table
+    if rope_table and options.position_mode == "absolute":
+        rope_table = max(rope_table, int(getattr(model.config, "max_position_embeddings", 0)))
+    family, step = build_step(model, options.dtype, rope_table)
     dims = step.dims
     log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
         f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")
@@ -157,7 +199,11 @@ def export_model(
             opset=options.opset,
             edgekv_version=edgekv.__version__,
             quant_format=QUANT_FORMAT if quantized else "",
+            target=options.target,
+            rope_table=step.rope_table,
         )
+        if vision is not None:
+            manifest = vision.write(tmp, manifest, DTYPES[options.dtype], options.opset, log)
         manifest = manifest.with_files(tmp)
         manifest.save(tmp)
         if options.validate:
@@ -179,6 +225,8 @@ def export_model(
                 )
             validation = {"max_abs_logit_diff": diff, "tolerance": tolerance,
                           "prompt_tokens": len(ids), "backend": "ort", "vs_hf": vs_hf}
+            if vision is not None:
+                validation.update(vision.validate(tmp, tolerance, log))
             # The manifest is not among the hashed files, so the digests stay valid.
             manifest = replace(manifest, validation=validation)
             manifest.save(tmp)
@@ -189,6 +237,8 @@ def export_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     sizes = {p.name: p.stat().st_size for p in out.iterdir()}
+    log("graphs: " + ", ".join(f"{name} {_graph_bytes(out, file) / 2**20:.1f} MiB"
+                               for name, file in _graph_files(manifest).items()))
     log("wrote " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())))
     log(f"bundle {out} ready in {time.perf_counter() - t0:.0f} s")
     return manifest
@@ -206,3 +256,15 @@ def _with_weights(step: DecoderStep, replaced: dict[str, Any]) -> DecoderStep:
 def _embedding(model: Any, family: str, dtype: str) -> Any:
     _, adapter = adapter_for(model)
     return adapter.embeddings(model).detach().to(DTYPES[dtype]).contiguous().numpy()
+
+
+def _graph_files(manifest: Manifest) -> dict[str, str]:
+    files = dict(manifest.graphs)
+    if manifest.vision is not None:
+        files["vision"] = manifest.vision.graph
+    return files
+
+
+def _graph_bytes(out: Path, graph: str) -> int:
+    """A graph with its external weights (decoder: the tied embedding counts in embed.bin)."""
+    return sum(p.stat().st_size for p in out.iterdir() if p.name.startswith(graph))

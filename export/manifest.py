@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekv.export.vision_spec import VisionSpec
 from edgekv.runtime.errors import BundleError
 
 SCHEMA_VERSION = 1
@@ -44,6 +45,9 @@ class DecoderDims:
     hidden_act: str = "silu"
     tie_word_embeddings: bool = True
     embedding_multiplier: float = 1.0
+    # M-RoPE (Qwen2-VL): frequencies per position component (temporal, height, width); their
+    # sum is head_dim / 2. Empty for ordinary RoPE.
+    mrope_section: list[int] = field(default_factory=list)
 
     @property
     def group_size(self) -> int:
@@ -96,8 +100,18 @@ class Manifest:
     engines: dict[str, Any] = field(default_factory=dict)
     # How weights are quantized ("" = not at all); int4 bundles use an ONNX Runtime contrib op.
     quant_format: str = ""
+    # "ort": may use ONNX Runtime contrib ops (fused RoPE, MatMulNBits); "tensorrt": standard
+    # ONNX ops only, what TensorRT's parser takes.
+    target: str = "tensorrt"
+    # Rows of the RoPE cos/sin table inside the graph: every position must be below it.
+    # 0: positions are turned into angles in the graph (no limit).
+    rope_table: int = 0
     schema_version: int = SCHEMA_VERSION
     edgekv_version: str = ""
+    # Multimodal bundles: the vision graph, preprocessing and image-token layout (None: text).
+    vision: VisionSpec | None = None
+    # "rope": chunk_pos [c], slot_pos [L,Hkv,B]. "mrope": a leading axis of 3 on both.
+    position_scheme: str = "rope"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -115,6 +129,8 @@ class Manifest:
             raw["dims"] = DecoderDims(**raw["dims"])
             raw["embedding"] = EmbeddingTable(**raw["embedding"])
             raw["tokenizer"] = TokenizerInfo(**raw["tokenizer"])
+            if raw.get("vision") is not None:
+                raw["vision"] = VisionSpec.from_dict(raw["vision"])
             return cls(**raw)
         except (KeyError, TypeError) as exc:
             raise BundleError(f"manifest is malformed: {exc}") from exc

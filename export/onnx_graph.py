@@ -30,12 +30,13 @@ def example_inputs(step: DecoderStep, budget: int, chunk: int) -> tuple[torch.Te
     dims = step.dims
     dtype = step.lm_head.weight.dtype
     kv_shape = (dims.num_layers, dims.num_kv_heads, budget, dims.head_dim)
+    lead = (3,) if dims.mrope_section else ()  # M-RoPE: 3 position components
     return (
         torch.zeros(1, chunk, dims.hidden_size, dtype=dtype),
-        torch.arange(chunk, dtype=torch.int64),
+        torch.arange(chunk, dtype=torch.int64).expand(*lead, chunk).contiguous(),
         torch.zeros(kv_shape, dtype=dtype),
         torch.zeros(kv_shape, dtype=dtype),
-        torch.zeros(kv_shape[:3], dtype=torch.int64),
+        torch.zeros(lead + kv_shape[:3], dtype=torch.int64),
         torch.full(kv_shape[:3], EMPTY_SLOT_BIAS, dtype=torch.float32),
         torch.ones(chunk, dtype=torch.float32),
     )
@@ -45,7 +46,13 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path) ->
     """Export with one dynamic axis, the chunk length c in [1, chunk]; returns the model proto."""
     c = torch.export.Dim("c", min=1, max=max(chunk, 2))
     dynamic = {name: None for name in INPUTS}
-    dynamic.update({"inputs_embeds": {1: c}, "chunk_pos": {0: c}, "mass_weight": {0: c}})
+    pos_axis = 1 if step.dims.mrope_section else 0
+    dynamic.update({"inputs_embeds": {1: c}, "chunk_pos": {pos_axis: c}, "mass_weight": {0: c}})
+    table = {}
+    if step.rope_table:
+        from edgekv.export.rope_onnx import translation_table
+
+        table = translation_table()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -58,6 +65,7 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path) ->
             dynamo=True,
             optimize=False,  # keep DecoderStep parameter names (torch backend loads by name)
             verbose=False,
+            custom_translation_table=table,
         )
     return program.model_proto
 

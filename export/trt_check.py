@@ -139,7 +139,8 @@ def _check_nodes(model: onnx.ModelProto, support: TrtSupport, add) -> None:  # n
         where = f"{node.op_type} ({node.name or node.output[0]})"
         if node.domain not in ("", "ai.onnx"):
             _once(seen, add, Finding("ops", "error", f"{where}: custom domain {node.domain!r} "
-                                     "needs a TensorRT plugin"))
+                                     "needs a TensorRT plugin (re-export with --target "
+                                     "tensorrt for standard ops only)"))
             continue
         op = support.ops.get(node.op_type)
         if op is None:

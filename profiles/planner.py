@@ -23,14 +23,16 @@ class MemoryPlan:
     activations: int
     overhead: int
     workspace: int = 0  # TensorRT tactic scratch (a device profile's workspace); 0 on the CPU
+    vision: int = 0  # vision graph weights (multimodal bundles)
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.activations + self.overhead + self.workspace
+        return (self.weights + self.kv_cache + self.activations + self.overhead + self.workspace
+                + self.vision)
 
     def rows(self) -> list[tuple[str, int]]:
-        """(name, bytes) of every part, then the total. A zero workspace is left out."""
-        parts = [(k, v) for k, v in asdict(self).items() if k != "workspace" or v]
+        """(name, bytes) of every part, then the total. A zero workspace or vision is left out."""
+        parts = [(k, v) for k, v in asdict(self).items() if k not in ("workspace", "vision") or v]
         return [*parts, ("total", self.total)]
 
 
@@ -72,7 +74,7 @@ def activation_bytes(d: DecoderDims, budget: int, chunk: int, dtype: str) -> int
 
 
 def plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
-         overhead: int = RUNTIME_OVERHEAD, workspace: int = 0) -> MemoryPlan:
+         overhead: int = RUNTIME_OVERHEAD, workspace: int = 0, vision: int = 0) -> MemoryPlan:
     if dtype not in BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; the planner knows {', '.join(BYTES)}")
     return MemoryPlan(
@@ -81,6 +83,7 @@ def plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
         activations=activation_bytes(d, budget, chunk, dtype),
         overhead=overhead,
         workspace=workspace,
+        vision=vision,
     )
 
 

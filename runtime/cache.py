@@ -16,6 +16,7 @@ import numpy as np
 
 from edgekv.export.manifest import EMPTY_SLOT_BIAS
 from edgekv.runtime.errors import BudgetError
+from edgekv.runtime.mrope import MRopeSlots
 
 EMPTY = -1  # orig_pos of an empty slot
 TEXT, IMAGE = 0, 1  # modality codes
@@ -39,6 +40,8 @@ class KVCache:
     rank: np.ndarray = field(default=None, repr=False)  # order of orig_pos per head, 0 if empty
     bias: np.ndarray = field(default=None, repr=False)  # slot_bias: log(count) or EMPTY_SLOT_BIAS
     n_valid: np.ndarray = field(default=None, repr=False)  # [L, Hkv] occupied slots
+    # M-RoPE bundles (Qwen2-VL): the 3 position components of each slot (runtime/mrope.py).
+    mrope: MRopeSlots | None = None
 
     @classmethod
     def allocate(
@@ -49,6 +52,7 @@ class KVCache:
         head_dim: int,
         dtype: np.dtype | str = np.float32,
         budget: int | None = None,
+        mrope: bool = False,
     ) -> KVCache:
         budget = capacity if budget is None else budget
         if not 0 < budget <= capacity:
@@ -71,6 +75,7 @@ class KVCache:
             rank=np.zeros(meta, dtype=np.int64),
             bias=np.full(meta, EMPTY_SLOT_BIAS, dtype=np.float32),
             n_valid=np.zeros(meta[:2], dtype=np.int64),
+            mrope=MRopeSlots.allocate(meta) if mrope else None,
         )
 
     @property

@@ -23,3 +23,7 @@ class ModelError(EdgeKVError):
 
 class ProfileError(EdgeKVError):
     """A device profile that cannot be found, or a profile file with a bad field."""
+
+
+class ImageError(EdgeKVError):
+    """An image that cannot be read or has the wrong shape for the bundle's vision graph."""

@@ -13,15 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from edgekv.runtime import mrope
 from edgekv.runtime.backends import Backend, make_backend
 from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.cache import TEXT, KVCache
-from edgekv.runtime.errors import BudgetError
+from edgekv.runtime.errors import BudgetError, BundleError
 from edgekv.runtime.policies import Policy, make_policy
 from edgekv.runtime.policies.base import Chunk
 from edgekv.runtime.sampler import Sampler
 
 ChunkCallback = Callable[[int, np.ndarray], None]
+# Cut mark: rendering a turn with this text after its images shows what precedes the question.
+_CUT = "\x00edgekv-cut\x00"
 
 
 @dataclass
@@ -45,6 +48,9 @@ class Session:
     stats: Stats = field(default_factory=Stats)
     messages: list[dict[str, Any]] = field(default_factory=list)
     _fed_text: str = ""
+    mrope_next: int = 0  # M-RoPE bundles: absolute position of the next new segment
+    images_seen: int = 0
+    _vision: Any = field(default=None, repr=False)
 
     @classmethod
     def open(
@@ -68,7 +74,8 @@ class Session:
         policy.check_budget(budget, m.chunk)
         d = m.dims
         cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim,
-                                 bundle.kv_dtype, budget=budget)
+                                 bundle.kv_dtype, budget=budget,
+                                 mrope=m.position_scheme == "mrope")
         return cls(bundle, policy, make_backend(backend, bundle, cache, threads, say), cache,
                    position_mode or m.position_mode, m.chunk)
 
@@ -80,13 +87,24 @@ class Session:
         protected: bool = False,
         group: int = 0,
         place: np.ndarray | None = None,
+        mrope_pos: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
-        """One decoder call on a chunk of embeddings [1, c, H]; returns its logits [c, V]."""
+        """One decoder call on a chunk of embeddings [1, c, H]; returns its logits [c, V].
+
+        M-RoPE bundles take the chunk's (positions [3, c], extents [c]) in `mrope_pos`; text
+        positions when it is None.
+        """
         start = time.perf_counter()
         c = embeds.shape[1]
         positions = np.arange(self.pos, self.pos + c, dtype=np.int64)
         self.policy.make_room(self.cache, c)
-        slot_pos, slot_bias, chunk_pos = self.cache.graph_inputs(positions, self.position_mode)
+        if self.cache.mrope is None:
+            slot_pos, slot_bias, chunk_pos = self.cache.graph_inputs(positions, self.position_mode)
+            self._check_rope_table(chunk_pos)
+        else:
+            mpos, extent = mrope_pos or mrope.text_positions(self.mrope_next, c)
+            slot_pos, slot_bias, chunk_pos = mrope.graph_inputs(self.cache, mpos, self.mrope_next,
+                                                                self.position_mode)
         graph_start = time.perf_counter()
         out = self.backend.run(embeds, chunk_pos, slot_pos, slot_bias, self.policy.mass_weight(c))
         self.stats.graph_s += time.perf_counter() - graph_start
@@ -95,11 +113,23 @@ class Session:
         self.policy.admit(self.cache, Chunk(out.new_keys, out.new_values, positions,
                                             out.attn_mass[..., capacity:], modality, group,
                                             protected, place))
+        if self.cache.mrope is not None:
+            self.cache.mrope.record(self.cache.orig_pos, positions, mpos, extent)
+            self.mrope_next = max(self.mrope_next, int((mpos[0] + extent).max()))
         self.pos += c
         self.stats.steps += 1
         self.stats.tokens_in += c
         self.stats.step_s += time.perf_counter() - start
         return out.logits[0]
+
+    def _check_rope_table(self, chunk_pos: np.ndarray) -> None:
+        table = self.bundle.manifest.rope_table
+        if table and int(chunk_pos[-1]) >= table:
+            raise BudgetError(
+                f"position {int(chunk_pos[-1])} is beyond this bundle's RoPE table ({table} "
+                "positions): use position mode 'cache', or export with --target tensorrt "
+                "(positions computed in the graph)"
+            )
 
     def feed(
         self, ids: list[int] | np.ndarray, on_chunk: ChunkCallback | None = None, **meta: Any
@@ -154,8 +184,8 @@ class Session:
         """
         text = self.bundle.text
         system = [m for m in self.messages[:1] if m["role"] == "system"]
-        user = {"role": "user", "content": question}
-        rendered = text.render([*self.messages, user], add_generation_prompt=True)
+        history, user = self._user_turn(question)
+        rendered = text.render([*history, user], add_generation_prompt=True)
         common = _common_prefix(rendered, self._fed_text)
         last = self.feed(text.encode(rendered[common:]))
         produced: list[int] = []
@@ -166,9 +196,101 @@ class Session:
             if now.startswith(shown) and not now.endswith("\ufffd"):
                 yield now[len(shown) :]
                 shown = now
-        self.messages = [*system, user, {"role": "assistant", "content": text.decode(produced)}]
+        answer = {"role": "assistant", "content": self.message_content(text.decode(produced))}
+        self.messages = [*system, user, answer]
         self._fed_text = (text.render([*system, user], add_generation_prompt=True)
                           + text.decode(produced, skip_special_tokens=False))
+
+    # -- images ---------------------------------------------------------------------------------
+    def append_image(self, frame: Any) -> None:
+        """Add a picture (path, PIL image, HxWx3 RGB array) to the current user turn and feed it
+        now, with the chat-template text before it; `ask` then completes the turn."""
+        from edgekv.runtime.preprocess import load_image
+
+        image = load_image(frame)  # a bad picture fails before the conversation changes
+        self._vision_encoder()
+        self._add_user_item({"type": "image"})
+        rendered = self._render_open_turn()
+        common = _common_prefix(rendered, self._fed_text)
+        self.feed_prompt(rendered[common:], [image])
+        self._fed_text = rendered
+
+    def feed_prompt(
+        self, text: str, images: list[Any] = (), on_chunk: ChunkCallback | None = None
+    ) -> np.ndarray:
+        """Feed rendered template text whose image placeholders stand for `images`, in order;
+        returns the last position's logits [V]."""
+        from edgekv.runtime.image_prompt import build
+
+        prompt = build(self.bundle, self._vision_encoder() if images else None, text,
+                       list(images), self.mrope_next, self.images_seen + 1)
+        self.images_seen += len(images)
+        return self.feed_embeds(prompt, on_chunk)
+
+    def feed_embeds(self, prompt: Any, on_chunk: ChunkCallback | None = None) -> np.ndarray:
+        """Feed an `image_prompt.Prompt`; returns the last position's logits [V].
+
+        Chunks never mix a text run and an image, so a policy sees each image's tokens with one
+        modality and group and their grid places (what `structured` compares frame to frame).
+        """
+        if len(prompt) == 0:
+            raise ValueError("nothing to feed")
+        logits = None
+        for offset, end in prompt.runs(self.chunk):
+            part = slice(offset, end)
+            is_image = prompt.modality[offset] != TEXT
+            mpos = None
+            if prompt.mrope_pos is not None:
+                mpos = (prompt.mrope_pos[:, part], prompt.mrope_extent[part])
+            logits = self.step(prompt.embeds[:, part], modality=int(prompt.modality[offset]),
+                               group=int(prompt.group[offset]),
+                               place=prompt.place[part] if is_image else None, mrope_pos=mpos)
+            if on_chunk is not None:
+                on_chunk(offset, logits)
+        return logits[-1].copy()
+
+    def _vision_encoder(self) -> Any:
+        if self._vision is None:
+            from edgekv.runtime.vision import VisionEncoder
+
+            self._vision = VisionEncoder.open(self.bundle.path, self.bundle.manifest.vision,
+                                              self.bundle.kv_dtype)
+        return self._vision
+
+    def message_content(self, text: str) -> Any:
+        # Vision-language chat templates iterate content items; text templates take a string.
+        return text if self.bundle.manifest.vision is None else [{"type": "text", "text": text}]
+
+    def _user_turn(self, question: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(earlier messages, the user turn asking `question`). With a vision bundle the
+        question completes the open turn that `append_image` started."""
+        if self.bundle.manifest.vision is None:
+            return self.messages, {"role": "user", "content": question}
+        item = {"type": "text", "text": question}
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last["role"] == "user" and isinstance(last["content"], list):
+            return self.messages[:-1], {**last, "content": [*last["content"], item]}
+        return self.messages, {"role": "user", "content": [item]}
+
+    def _add_user_item(self, item: dict[str, Any]) -> None:
+        """Append to the open user turn (one whose content is a list), or start one."""
+        last = self.messages[-1] if self.messages else None
+        if last is None or last["role"] != "user" or not isinstance(last["content"], list):
+            last = {"role": "user", "content": []}
+            self.messages.append(last)
+        last["content"].append(item)
+
+    def _render_open_turn(self) -> str:
+        """The template's text for the conversation so far, up to the end of the open turn's
+        last item (rendered with a cut mark after it, cut there)."""
+        last = self.messages[-1]
+        marked = [*self.messages[:-1],
+                  {**last, "content": [*last["content"], {"type": "text", "text": _CUT}]}]
+        rendered = self.bundle.text.render(marked, add_generation_prompt=False)
+        cut = rendered.find(_CUT)
+        if cut < 0:
+            raise BundleError("the chat template drops text items; cannot place images")
+        return rendered[:cut]
 
 
 def _common_prefix(a: str, b: str) -> int:

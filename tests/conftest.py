@@ -134,3 +134,40 @@ def smollm2_bundle(tmp_path_factory, smollm2):
     export_model(model, tokenizer, "smollm2-135m", out, ExportOptions(budget=512, chunk=32),
                  log=lambda _m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def vlm_dir(tmp_path_factory):
+    """family (vlm_fixtures.FAMILIES) -> directory of a tiny seeded vision-language model."""
+    import vlm_fixtures
+
+    made: dict[str, Path] = {}
+
+    def make(family: str) -> Path:
+        if family not in made:
+            made[family] = vlm_fixtures.build(family, tmp_path_factory.mktemp(f"vlm-{family}"))
+        return made[family]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def vlm_bundle(tmp_path_factory, vlm_dir):
+    """family -> multimodal bundle (budget 512, chunk 32; Idefics3 with a 2x3 tile grid,
+    Qwen2-VL at 32x48). Unvalidated: the tests compare with HF themselves."""
+    import vlm_fixtures
+
+    from edgekv.export.exporter import ExportOptions, export
+
+    made: dict[str, Path] = {}
+
+    def make(family: str) -> Path:
+        if family not in made:
+            out = tmp_path_factory.mktemp("vlm-bundles") / family
+            options = ExportOptions(budget=512, chunk=32, validate=False,
+                                    **vlm_fixtures.EXPORT_OPTIONS.get(family, {}))
+            export(str(vlm_dir(family)), out, options, log=lambda _m: None)
+            made[family] = out
+        return made[family]
+
+    return make

@@ -86,8 +86,10 @@ def quality_table(
             print(f"  {spec:<28} budget {budget:>5}: ppl {row.ppl:.3f} "
                   f"(first {table.full_tokens}: {row.ppl_first:.3f}), overhead "
                   f"{row.overhead_frac:.1%}", file=sys.stderr, flush=True)
-    if full_bundle is not None and ids is not None:
+    if full_bundle is not None:
         session = Session.open(Bundle.open(full_bundle), "full", threads=threads)
+        if ids is None:
+            ids = read_tokens(session, text, tokens)
         result = streaming_ppl(session, ids[: table.full_tokens], progress=False)
         table.full_ppl = result.ppl
         print(f"  full (every token): ppl {result.ppl:.3f}", file=sys.stderr, flush=True)

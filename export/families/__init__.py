@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from edgekv.export.families.base import LlamaShapedAdapter
+from edgekv.export.families.idefics3 import Idefics3Adapter
 from edgekv.export.families.llama import LlamaAdapter
+from edgekv.export.families.llava import LlavaAdapter
 from edgekv.export.families.mistral import MistralAdapter
 from edgekv.export.families.qwen2 import Qwen2Adapter
+from edgekv.export.families.qwen2_vl import Qwen2VLAdapter
 from edgekv.export.families.qwen3 import Qwen3Adapter
 from edgekv.runtime.errors import ModelError
 
@@ -16,6 +19,9 @@ ADAPTERS: dict[str, type[LlamaShapedAdapter]] = {
     "mistral": MistralAdapter,
     "qwen2": Qwen2Adapter,
     "qwen3": Qwen3Adapter,
+    "idefics3": Idefics3Adapter,
+    "llava": LlavaAdapter,
+    "qwen2_vl": Qwen2VLAdapter,
 }
 
 

@@ -46,8 +46,17 @@ class LlamaShapedAdapter:
         """The module that holds `layers`, `norm`, `embed_tokens` and `rotary_emb`."""
         return model.model
 
+    def text_config(self, model: Any) -> Any:
+        """The config holding the language model's sizes (a VLM's `text_config`)."""
+        return model.config
+
+    def block_flags(self, model: Any) -> tuple[bool, bool]:
+        """(q/k/v biases, q/k norms) of the decoder blocks."""
+        return self.qkv_bias, self.qk_norm
+
     def dims(self, model: Any) -> DecoderDims:
-        cfg = model.config
+        cfg = self.text_config(model)
+        qkv_bias, qk_norm = self.block_flags(model)
         lm = self.language_model(model)
         rope = getattr(lm, "rotary_emb", None)
         if rope is None:
@@ -73,8 +82,8 @@ class LlamaShapedAdapter:
             rope_attention_scaling=float(getattr(rope, "attention_scaling", 1.0)),
             rope_type=rope_type,
             max_position_embeddings=int(getattr(cfg, "max_position_embeddings", 0) or 0),
-            qkv_bias=self.qkv_bias,
-            qk_norm=self.qk_norm,
+            qkv_bias=qkv_bias,
+            qk_norm=qk_norm,
             hidden_act=cfg.hidden_act,
             tie_word_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
         )
@@ -83,9 +92,10 @@ class LlamaShapedAdapter:
         """DecoderStep's state dict, taken from the HF model without copying tensors."""
         lm = self.language_model(model)
         names = dict(LAYER_WEIGHTS)
-        if self.qkv_bias:
+        qkv_bias, qk_norm = self.block_flags(model)
+        if qkv_bias:
             names.update(QKV_BIASES)
-        if self.qk_norm:
+        if qk_norm:
             names.update(QK_NORMS)
         hf = lm.state_dict()
         out: dict[str, torch.Tensor] = {}

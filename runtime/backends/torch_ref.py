@@ -42,7 +42,7 @@ class TorchBackend:
         model = onnx.load(str(bundle_dir / manifest.graphs["decoder"]), load_external_data=False)
         onnx.external_data_helper.load_external_data_for_model(model, str(bundle_dir))
         found = {t.name: t for t in model.graph.initializer}
-        step = DecoderStep(manifest.dims, _TORCH_DTYPES[manifest.dtype])
+        step = DecoderStep(manifest.dims, _TORCH_DTYPES[manifest.dtype], manifest.rope_table)
         state = {}
         for name in step.state_dict():
             if name == "lm_head.weight" and manifest.embedding.shared_with_lm_head:

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+from edgekv.export.manifest import load_manifest
 from edgekv.export.validate import bundle_logits, hf_logits
 from edgekv.runtime.bundle import Bundle
+from edgekv.runtime.errors import BudgetError
 from edgekv.runtime.session import Session
 from helpers import FAMILIES, load_tiny, text_ids
 
@@ -42,6 +44,24 @@ def test_scrambled_slots_with_gaps_match_hf(family, tiny_model_dir, tiny_bundle)
     occupied = np.flatnonzero(cache.valid[0, 0])
     assert occupied.max() > len(ids) - 1, "slots were not scattered"
     assert np.abs(np.concatenate(parts) - hf_logits(model, ids)).max() <= TOL
+
+
+@pytest.mark.parametrize("backend", ["ort", "torch"])
+def test_tensorrt_target_computes_rope_in_graph_and_matches_hf(backend, tiny_model_dir,
+                                                                 tiny_bundle):
+    model, tokenizer = load_tiny(tiny_model_dir("llama"))
+    ids = text_ids(tokenizer, 300)
+    bundle = tiny_bundle("llama", budget=320, chunk=32, target="tensorrt")
+    assert load_manifest(bundle).rope_table == 0
+    assert np.abs(bundle_logits(bundle, ids, backend=backend) - hf_logits(model, ids)).max() <= TOL
+
+
+def test_absolute_positions_beyond_the_rope_table_are_refused(tiny_bundle):
+    bundle = Bundle.open(tiny_bundle("llama", budget=32, chunk=8))
+    assert bundle.manifest.rope_table == 40
+    session = Session.open(bundle, policy="streaming", position_mode="absolute")
+    with pytest.raises(BudgetError, match="beyond this bundle's RoPE table"):
+        session.feed(np.arange(48) % 100)
 
 
 def test_absolute_and_cache_positions_agree_without_eviction(tiny_model_dir, tiny_bundle):

@@ -15,7 +15,8 @@ SUPPORT = load_support("tensorrt-10.3")
 def test_exported_decoder_passes_the_static_check(family, tiny_bundle):
     # RMSNorm is written as sum * (1/n): the exporter's ReduceMean took a computed `axes`
     # input, which the parser rejects ("Axis input must be an initializer!").
-    report = check_bundle(tiny_bundle(family, budget=320, chunk=32), "tensorrt-10.3")
+    bundle = tiny_bundle(family, budget=320, chunk=32, target="tensorrt")
+    report = check_bundle(bundle, "tensorrt-10.3")
     (graph,) = report.graphs
     assert graph.errors() == []
     assert report.ok
@@ -23,8 +24,15 @@ def test_exported_decoder_passes_the_static_check(family, tiny_bundle):
     assert [n.rule for n in notes] == ["int64"] and "chunk_pos, slot_pos" in notes[0].message
 
 
+def test_ort_target_bundle_fails_with_the_fix(tiny_bundle, capsys):
+    # The default target uses ONNX Runtime's fused RotaryEmbedding: not for TensorRT.
+    assert main(["check", str(tiny_bundle("llama", budget=320, chunk=32))]) == 1
+    out = capsys.readouterr().out
+    assert "com.microsoft" in out and "--target tensorrt" in out
+
+
 def test_cli_check_prints_report_and_passes(tiny_bundle, capsys):
-    assert main(["check", str(tiny_bundle("llama", budget=320, chunk=32))]) == 0
+    assert main(["check", str(tiny_bundle("llama", budget=320, chunk=32, target="tensorrt"))]) == 0
     out = capsys.readouterr().out
     assert "ok     ops" in out and "ok     constants-in" in out
     assert out.rstrip().endswith("PASS: 0 error(s)")

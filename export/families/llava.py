@@ -1,0 +1,102 @@
+"""LLaVA: a CLIP or SigLIP tower, a two-layer projector, and any Llama-shaped text model.
+
+`vision_feature_layer` (one layer or a list, concatenated) and `vision_feature_select_strategy`
+("default" drops CLIP's CLS token, "full" keeps every token) are read from the config and baked
+into the vision graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from edgekv.export.families.vlm import (
+    VisionLanguageAdapter,
+    VisionSetup,
+    mean_std,
+    resample_code,
+    token_id,
+)
+from edgekv.export.vision_spec import CLIP, REPEAT, SQUARE, ImageLayout, Preprocess
+from edgekv.runtime.errors import ModelError
+
+
+class LlavaVision(nn.Module):
+    """pixel_values [F, 3, S, S] -> projected image features [F, tokens, H]."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        cfg = model.config
+        self.tower = model.model.vision_tower
+        self.projector = model.model.multi_modal_projector
+        layer = cfg.vision_feature_layer
+        self.layers = [layer] if isinstance(layer, int) else list(layer)
+        self.drop_cls = cfg.vision_feature_select_strategy == "default"
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+        picked = [hidden[i][:, 1:] if self.drop_cls else hidden[i] for i in self.layers]
+        return self.projector(torch.cat(picked, dim=-1))
+
+
+@dataclass(frozen=True)
+class LlavaAdapter(VisionLanguageAdapter):
+    model_types: ClassVar[tuple[str, ...]] = ("llava",)
+
+    def language_model(self, model: Any) -> Any:
+        return model.model.language_model
+
+    def block_flags(self, model: Any) -> tuple[bool, bool]:
+        from edgekv.export.families import ADAPTERS  # the registry imports this module
+
+        text_type = model.config.text_config.model_type
+        for adapter in ADAPTERS.values():
+            if text_type in adapter.model_types and not issubclass(adapter, VisionLanguageAdapter):
+                return adapter.qkv_bias, adapter.qk_norm
+        raise ModelError(f"LLaVA with a {text_type!r} language model is not supported")
+
+    def vision_encoder(self, model: Any, setup: VisionSetup) -> tuple[nn.Module, list[int]]:
+        size = int(model.config.vision_config.image_size)
+        if setup.image_size is not None and tuple(setup.image_size) != (size, size):
+            raise ModelError(f"this LLaVA tower takes {size}x{size} images; --image-size "
+                             "cannot change it (its position embeddings are fixed)")
+        return LlavaVision(model), [setup.frames_per_call, 3, size, size]
+
+    def image_spec(
+        self, model: Any, image_processor: Any, tokenizer: Any, setup: VisionSetup
+    ) -> tuple[Preprocess, ImageLayout]:
+        vc = model.config.vision_config
+        size = int(vc.image_size)
+        mean, std = mean_std(image_processor)
+        common = dict(height=size, width=size, resample=resample_code(image_processor),
+                      do_resize=bool(image_processor.do_resize),
+                      rescale_factor=float(image_processor.rescale_factor),
+                      do_rescale=bool(image_processor.do_rescale),
+                      do_normalize=bool(image_processor.do_normalize),
+                      image_mean=mean, image_std=std)
+        if getattr(image_processor, "do_pad", False):
+            raise ModelError("LLaVA processors that pad to a square (do_pad) are not supported")
+        if getattr(image_processor, "do_center_crop", False):
+            crop = image_processor.crop_size
+            if (crop["height"], crop["width"]) != (size, size):
+                raise ModelError(f"processor crop {crop} does not match the tower's {size}")
+            preprocess = Preprocess(kind=CLIP, shortest_edge=int(image_processor.size[
+                "shortest_edge"]), **common)
+        else:
+            got = (image_processor.size["height"], image_processor.size["width"])
+            if got != (size, size):
+                raise ModelError(f"processor size {got} does not match the tower's {size}")
+            preprocess = Preprocess(kind=SQUARE, **common)
+        patches = (size // vc.patch_size) ** 2
+        has_cls = model.config.vision_config.model_type == "clip_vision_model"
+        dropped = model.config.vision_feature_select_strategy == "default"
+        tokens = patches + int(has_cls) - int(dropped)
+        image_token = getattr(tokenizer, "image_token", None) or "<image>"
+        layout = ImageLayout(kind=REPEAT, placeholder=image_token, image_token=image_token,
+                             image_token_id=int(model.config.image_token_id),
+                             tokens_per_frame=tokens)
+        token_id(tokenizer, image_token)
+        return preprocess, layout

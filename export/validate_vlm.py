@@ -1,0 +1,88 @@
+"""Compare a multimodal bundle with its HF model: same chat, same pictures, max |logit diff|.
+
+HF's side is the HF processor (configured to the bundle's fixed resolution and tiling) and the
+HF model's forward; edgekv's side is the bundle's template, preprocessing, vision graph and
+decoder graph, fed chunk by chunk with the `full` policy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekv.export.vision_spec import IDEFICS3, QWEN2_VL, VisionSpec
+from edgekv.export.vlm_loading import VisionLanguageModel, hf_processor
+from edgekv.runtime.bundle import Bundle
+from edgekv.runtime.session import Session
+
+QUESTION = "What is in the picture, and where is it?"
+
+
+def messages(n_images: int, question: str = QUESTION) -> list[dict[str, Any]]:
+    content = [{"type": "image"} for _ in range(n_images)]
+    return [{"role": "user", "content": [*content, {"type": "text", "text": question}]}]
+
+
+def processor_kwargs(spec: VisionSpec) -> dict[str, Any]:
+    """HF image-processor overrides that make HF produce the bundle's fixed frames."""
+    pre = spec.preprocess
+    if pre.kind == IDEFICS3:
+        return {"do_image_splitting": bool(pre.tile_rows or pre.tile_cols),
+                "size": {"longest_edge": pre.longest_edge},
+                "max_image_size": {"longest_edge": pre.height}}
+    if pre.kind == QWEN2_VL:
+        pixels = pre.height * pre.width
+        return {"size": {"shortest_edge": pixels, "longest_edge": pixels}}
+    return {}
+
+
+def sample_picture(spec: VisionSpec, seed: int = 0) -> Any:
+    """A deterministic picture of the size the bundle's grid expects (PIL)."""
+    from PIL import Image
+
+    pre = spec.preprocess
+    h, w = max(pre.tile_rows, 1) * pre.height, max(pre.tile_cols, 1) * pre.width
+    y, x = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng(seed)
+    wave = np.stack([np.sin(x / 4 + seed), np.cos(y / 6), np.sin((x + y) / 9)], -1)
+    pixels = 127.5 * (1 + wave) + rng.normal(0, 15, (h, w, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def hf_inputs(vlm: VisionLanguageModel, spec: VisionSpec, chat: list[dict[str, Any]],
+              images: list[Any]) -> dict[str, Any]:
+    processor = hf_processor(vlm)
+    text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    return dict(processor(text=text, images=images, return_tensors="pt",
+                          **processor_kwargs(spec)))
+
+
+def hf_logits(model: Any, inputs: dict[str, Any]) -> np.ndarray:
+    with torch.inference_mode():
+        return model(**inputs).logits[0].float().numpy()
+
+
+def bundle_logits(bundle_dir: str | Path, chat: list[dict[str, Any]], images: list[Any],
+                  backend: str = "ort") -> np.ndarray:
+    bundle = Bundle.open(bundle_dir)
+    session = Session.open(bundle, policy="full", backend=backend)
+    text = bundle.text.render(chat, add_generation_prompt=True)
+    parts: list[np.ndarray] = []
+    session.feed_prompt(text, images, on_chunk=lambda _o, logits: parts.append(logits.copy()))
+    return np.concatenate(parts)
+
+
+def compare(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
+            backend: str = "ort") -> tuple[float, int]:
+    """(max |logit diff|, prompt tokens) for `images` followed by a question."""
+    spec = Bundle.open(bundle_dir).manifest.vision
+    chat = messages(len(images))
+    ref = hf_logits(vlm.model, hf_inputs(vlm, spec, chat, images))
+    ours = bundle_logits(bundle_dir, chat, images, backend)
+    if ours.shape != ref.shape:
+        raise ValueError(f"edgekv fed {ours.shape[0]} tokens, HF {ref.shape[0]}: the prompt "
+                         "layouts differ")
+    return float(np.abs(ours - ref).max()), ours.shape[0]

@@ -1,0 +1,67 @@
+"""The vision half of a multimodal export: vision.onnx, the manifest's vision spec, and the
+image+text validation against HF. `exporter.export_model` calls it when given one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgekv.export.families import adapter_for
+from edgekv.export.families.vlm import VisionLanguageAdapter, VisionSetup
+from edgekv.export.manifest import Manifest
+from edgekv.export.vision_graph import DATA_FILE, GRAPH_FILE, INPUT, OUTPUT, trace_vision
+from edgekv.export.vision_spec import VisionSpec
+from edgekv.export.vlm_loading import VisionLanguageModel
+from edgekv.runtime.errors import ModelError
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class VisionExport:
+    vlm: VisionLanguageModel
+    setup: VisionSetup
+
+    def adapter(self) -> VisionLanguageAdapter:
+        family, adapter = adapter_for(self.vlm.model)
+        if not isinstance(adapter, VisionLanguageAdapter):
+            raise ModelError(f"{family} is a text family; it has no vision graph")
+        return adapter
+
+    def write(self, out_dir: Path, manifest: Manifest, torch_dtype: Any, opset: int,
+              log: Log) -> Manifest:
+        """Trace vision.onnx into `out_dir`; returns the manifest with its vision spec."""
+        vlm, adapter = self.vlm, self.adapter()
+        preprocess, layout = adapter.image_spec(vlm.model, vlm.image_processor, vlm.tokenizer,
+                                                self.setup)
+        setup = replace(self.setup, image_size=(preprocess.height, preprocess.width))
+        encoder, input_shape = adapter.vision_encoder(vlm.model, setup)
+        log(f"tracing vision graph ({' x '.join(map(str, input_shape))} -> "
+            f"{layout.tokens_per_frame} tokens per frame)")
+        output_shape = trace_vision(encoder, input_shape, torch_dtype, opset, out_dir)
+        if output_shape[1] != layout.tokens_per_frame:
+            raise ModelError(f"vision graph gives {output_shape[1]} tokens per frame, the "
+                             f"prompt layout expects {layout.tokens_per_frame}")
+        spec = VisionSpec(graph=GRAPH_FILE, input=INPUT, output=OUTPUT, input_shape=input_shape,
+                          output_shape=output_shape, frames_per_call=setup.frames_per_call,
+                          weights_bytes=(out_dir / DATA_FILE).stat().st_size,
+                          preprocess=preprocess, layout=layout)
+        tokenizer = replace(manifest.tokenizer, chat_template=vlm.chat_template)
+        scheme = "mrope" if manifest.dims.mrope_section else "rope"
+        return replace(manifest, vision=spec, position_scheme=scheme, tokenizer=tokenizer)
+
+    def validate(self, bundle_dir: Path, tolerance: float, log: Log) -> dict[str, Any]:
+        """Image + question through the bundle vs HF; raises ModelError beyond `tolerance`."""
+        from edgekv.export.validate_vlm import compare, sample_picture
+        from edgekv.runtime.bundle import Bundle
+
+        spec = Bundle.open(bundle_dir).manifest.vision
+        diff, tokens = compare(bundle_dir, self.vlm, [sample_picture(spec)])
+        log(f"validation: image + text, max |logit diff| vs HF = {diff:.2e} over {tokens} "
+            f"tokens (tolerance {tolerance:.0e})")
+        if not diff <= tolerance:
+            raise ModelError(f"exported vision + decoder graphs differ from the HF model by "
+                             f"{diff:.3e} > {tolerance:.0e}; bundle not written")
+        return {"image_max_abs_logit_diff": diff, "image_prompt_tokens": tokens}
