@@ -178,7 +178,7 @@ def _stream(args: argparse.Namespace) -> int:
     from edgekv.runtime.sources import open_source
     from edgekv.runtime.sources.frames import StreamLimits
     from edgekv.runtime.stop import StopOnSignal
-    from edgekv.runtime.stream_app import StreamConfig, check_session, run_stream
+    from edgekv.runtime.stream_app import StreamConfig, run_stream, stream_session
 
     if args.prompt and args.system:
         raise EdgeKVError("with --source, --prompt is the system message: give it or --system")
@@ -193,13 +193,13 @@ def _stream(args: argparse.Namespace) -> int:
                           status=not args.no_status, max_new_tokens=args.max_new_tokens)
     source = open_source(args.source)  # a wrong spec fails before the model loads
     session = _open_session(args)
-    check_session(session)
+    frames_in = stream_session(session)
     system = args.prompt or args.system
     if system:
-        session.messages.append({"role": "system", "content": system})
+        session.messages.append({"role": "system", "content": session.message_content(system)})
     sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     with StopOnSignal() as stopper:
-        summary = run_stream(session, source, config, sampler, stdin=sys.stdin,
+        summary = run_stream(frames_in, source, config, sampler, stdin=sys.stdin,
                              stop=stopper.stop)
     summary.ended_by = stopper.signal_name or summary.ended_by
     _print_lines([f"edgekv: {line}" for line in summary.lines()], sys.stderr)
@@ -254,11 +254,10 @@ def _stdin_lines():  # noqa: ANN202 - a generator of str
 
 
 def _bench_stream(args: argparse.Namespace) -> int:
-    from edgekv.runtime.stream_app import check_session
+    from edgekv.runtime.stream_app import stream_session
     from edgekv.tools.stream_bench import BenchOptions, run_bench
 
-    session = _open_session(args)
-    check_session(session)
+    session = stream_session(_open_session(args))
     options = BenchOptions(frames=args.frames, ask_every=args.ask_every,
                            max_new_tokens=args.max_new_tokens, size=args.size)
     report = run_bench(session, options, policy=args.policy)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from edgekv.runtime.errors import EdgeKVError
+from edgekv.runtime.frame_feed import StreamingFeeder
 from edgekv.runtime.questions import StdinQuestions
 from edgekv.runtime.schedule import AskSchedule, Every
 from edgekv.runtime.sources import Source
@@ -31,15 +32,15 @@ class StreamConfig:
     backoff: Backoff = field(default_factory=Backoff)
 
 
-def check_session(session: Any) -> None:
-    """A streaming run needs a session that takes images: a bundle with a vision graph."""
+def stream_session(session: Any) -> FrameSession:
+    """The session as the run loop feeds it (frame_feed.StreamingFeeder: constant host memory
+    per frame). A streaming run needs a bundle with a vision graph."""
     if not callable(getattr(session, "append_image", None)):
-        raise EdgeKVError("--source needs the multimodal runtime (Session.append_image), which "
-                          "this edgekv does not have yet")
-    vision = getattr(getattr(session.bundle, "manifest", None), "vision", None)
-    if vision is None:
+        raise EdgeKVError("--source needs a session that takes images (Session.append_image)")
+    if getattr(session.bundle.manifest, "vision", None) is None:
         raise EdgeKVError(f"{session.bundle.path} is a text-only bundle; --source needs one "
                           "exported from a vision-language model (it has vision.onnx)")
+    return StreamingFeeder(session)
 
 
 def run_stream(

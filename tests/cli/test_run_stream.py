@@ -35,7 +35,7 @@ def test_bad_stream_arguments_fail_before_the_model_loads(capsys, argv, message)
 def test_a_text_only_bundle_is_refused_with_a_reason(capsys, tiny_bundle):
     assert main(["run", str(tiny_bundle()), "--source", "synthetic", "--max-frames", "3"]) == 2
     err = capsys.readouterr().err
-    assert "--source needs" in err
+    assert "text-only bundle" in err
 
 
 # The run loop and signal handling of `edgekv run --source`, in a child process, with the

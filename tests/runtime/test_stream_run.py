@@ -19,7 +19,7 @@ from edgekv.runtime.sources.frames import FrameStream, StreamLimits
 from edgekv.runtime.sources.reconnect import Backoff
 from edgekv.runtime.sources.synthetic import SyntheticSource, parse_options
 from edgekv.runtime.status import StatusLine
-from edgekv.runtime.stream_app import StreamConfig, check_session, run_stream
+from edgekv.runtime.stream_app import StreamConfig, run_stream, stream_session
 from edgekv.runtime.stream_run import StreamRun
 from edgekv.runtime.transcript import Transcript
 from stream_fakes import FlakyCamera, RecordingSession
@@ -149,5 +149,5 @@ def test_a_session_without_images_is_refused():
     class TextOnly:
         pass
 
-    with pytest.raises(EdgeKVError, match="multimodal"):
-        check_session(TextOnly())
+    with pytest.raises(EdgeKVError, match="takes images"):
+        stream_session(TextOnly())
