@@ -444,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-log", default=None, help="sample memory during the run; JSON here")
+    p.add_argument("--budget", type=int, default=None, help="lower the bundle's budget")
     _add_stream_args(p)
     p.set_defaults(func=_run)
 

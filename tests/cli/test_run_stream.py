@@ -8,15 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from edgekv.cli import main
-
-TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -38,49 +35,102 @@ def test_a_text_only_bundle_is_refused_with_a_reason(capsys, tiny_bundle):
     assert "text-only bundle" in err
 
 
-# The run loop and signal handling of `edgekv run --source`, in a child process, with the
-# recording session standing in for the model until the vision runtime (issue 3) is merged.
-_CHILD = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    from edgekv.runtime.schedule import parse_every
-    from edgekv.runtime.sources import open_source
-    from edgekv.runtime.sources.frames import StreamLimits
-    from edgekv.runtime.stop import StopOnSignal
-    from edgekv.runtime.stream_app import StreamConfig, run_stream
-    from stream_fakes import RecordingSession
+def write_video(path: Path, frames: int, fps: float = 10.0) -> Path:
+    import cv2
+    import numpy as np
 
-    session = RecordingSession(keep_frames=False, frame_delay_s=0.01)
-    config = StreamConfig(StreamLimits(), ["What is on screen?"], parse_every("5f"),
-                          sys.argv[1], status=False)
-    with StopOnSignal() as stopper:
-        summary = run_stream(session, open_source("synthetic:size=32x24"), config,
-                             stop=stopper.stop)
-    summary.ended_by = stopper.signal_name or summary.ended_by
-    print("\\n".join(summary.lines()), file=sys.stderr)
-""")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (48, 40))
+    for i in range(frames):
+        writer.write(np.full((40, 48, 3), (i * 40) % 256, np.uint8))
+    writer.release()
+    return path
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_run_a_video_file_with_scheduled_questions(capsys, tmp_path, vlm_bundle):
+    video = write_video(tmp_path / "clip.avi", 30)
+    transcript = tmp_path / "t.jsonl"
+    argv = ["run", str(vlm_bundle("llava-clip")), "--source", str(video), "--fps", "5",
+            "--prompt", "You watch a clip.", "--ask", "What changed?", "--every", "1s",
+            "--max-new-tokens", "4", "--transcript", str(transcript), "--no-status"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    # 3 s of video at 10 fps, kept at 5 fps: 15 frames; a question at 1 s and at 2 s.
+    assert "frames 15 in" in err and "2 answers; ended by source ended" in err
+    assert "dropped 15 by --fps" in err and "evicted" in err and "peak rss" in err
+    got = records(transcript)
+    assert [r["frame"] for r in got] == [6, 11] and {r["tokens"] for r in got} == {4}
+    assert all(r["question"] == "What changed?" and r["latency_s"] > 0 for r in got)
+    assert out.count("What changed?") == 2
+
+
+def test_run_a_folder_with_a_corrupt_image_and_budget_held(capsys, tmp_path, vlm_bundle):
+    import cv2
+    import numpy as np
+
+    for i in range(12):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((32, 32, 3), i * 20, np.uint8))
+    (tmp_path / "f5.png").write_bytes(b"\x89PNG broken")
+    argv = ["run", str(vlm_bundle("llava-clip")), "--source", str(tmp_path), "--budget", "128",
+            "--ask", "Describe it.", "--max-new-tokens", "3", "--no-status"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "skipped a corrupt frame" in err and "f5.png" in err
+    assert "frames 11 in" in err and "1 answers; ended by source ended" in err
+    slots = err.split("slots ")[1].split(",")[0]
+    used, budget = map(int, slots.split("/"))
+    assert budget == 128 and 0 < used <= 128 and "Describe it." in out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_mid_run_stops_cleanly_and_leaves_whole_json_lines(tmp_path, sig):
+def test_a_signal_mid_run_stops_cleanly_and_leaves_whole_json_lines(tmp_path, sig, vlm_bundle):
     transcript = tmp_path / "t.jsonl"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD.format(tests=str(TESTS)), str(transcript)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if transcript.exists() and len(transcript.read_text().splitlines()) >= 3:
+    argv = [sys.executable, "-m", "edgekv.cli", "run", str(vlm_bundle("llava-clip")),
+            "--source", "synthetic:size=48x40", "--ask", "What is on screen?", "--every", "4f",
+            "--max-new-tokens", "3", "--transcript", str(transcript), "--threads", "1"]
+    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if transcript.exists() and len(transcript.read_text().splitlines()) >= 2:
             break
         time.sleep(0.05)
     child.send_signal(sig)
-    out, err = child.communicate(timeout=30)
+    out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
-    lines = transcript.read_text().splitlines()
-    assert len(lines) >= 3 and transcript.read_text().endswith("\n")
-    records = [json.loads(line) for line in lines]  # every line is whole, valid JSON
-    assert [r["frame"] for r in records] == [5 * (i + 1) for i in range(len(records))]
-    assert f"ended by {signal.Signals(sig).name}" in err
-    assert out.count("What is on screen?") == len(records)
+    text = transcript.read_text()
+    assert text.endswith("\n")
+    got = [json.loads(line) for line in text.splitlines()]  # every line whole, valid JSON
+    assert len(got) >= 2
+    assert [r["frame"] for r in got] == [4 * (i + 1) for i in range(len(got))]
+    assert f"ended by {signal.Signals(sig).name}" in err and "peak rss" in err
+    assert out.count("What is on screen?") == len(got)
+
+
+def test_credentials_never_reach_console_or_transcript(capsys, tmp_path, vlm_bundle,
+                                                       monkeypatch):
+    """A live source whose name is an RTSP URL with a password drops once and is reopened;
+    neither the console nor the transcript shows the password."""
+    from edgekv.runtime.sources import register_source
+    from edgekv.runtime.sources.reconnect import Backoff
+    from stream_fakes import FlakyCamera
+
+    monkeypatch.setattr(Backoff, "initial_s", 0.01)
+    url = "rtsp://admin:Sup3rS3cret@10.1.1.9/live"
+    register_source("flaky", lambda arg: FlakyCamera(fail_at=3, name=url))
+    transcript = tmp_path / "t.jsonl"
+    argv = ["run", str(vlm_bundle("llava-clip")), "--source", "flaky:", "--max-frames", "8",
+            "--ask", f"Is {url} up?", "--every", "4f", "--max-new-tokens", "2",
+            "--transcript", str(transcript), "--no-status"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "1 reconnects" in err and "reopened" in err
+    everything = out + err + transcript.read_text()
+    assert "Sup3rS3cret" not in everything and "rtsp://***@10.1.1.9/live" in everything
+    assert len(records(transcript)) == 2
 
 
 def test_signal_handlers_are_restored_after_the_run():
