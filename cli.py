@@ -179,6 +179,7 @@ def _stream(args: argparse.Namespace) -> int:
     from edgekv.runtime.sources.frames import StreamLimits
     from edgekv.runtime.stop import StopOnSignal
     from edgekv.runtime.stream_app import StreamConfig, run_stream, stream_session
+    from edgekv.tools import phases
 
     if args.prompt and args.system:
         raise EdgeKVError("with --source, --prompt is the system message: give it or --system")
@@ -198,6 +199,7 @@ def _stream(args: argparse.Namespace) -> int:
     if system:
         session.messages.append({"role": "system", "content": session.message_content(system)})
     sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    phases.mark("stream")  # for --memory-log / edgekv profile: loading ends, frames begin
     with StopOnSignal() as stopper:
         summary = run_stream(frames_in, source, config, sampler, stdin=sys.stdin,
                              stop=stopper.stop)
