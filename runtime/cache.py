@@ -91,8 +91,9 @@ class KVCache:
         return int(self.n_valid.max())
 
     def free_count(self) -> np.ndarray:
-        """Free slots below the budget per (layer, head): [L, Hkv]."""
-        return self.budget - self.valid[..., : self.budget].sum(-1)
+        """Free slots below the budget per (layer, head): [L, Hkv]. Tokens only ever go to
+        slots below the budget (`free_slots`), so this is budget - occupied."""
+        return self.budget - self.n_valid
 
     def nbytes(self) -> int:
         arrays = (self.keys, self.values, self.orig_pos, self.count, self.score, self.protected,
