@@ -21,6 +21,11 @@ def import_cv2() -> Any:
     return cv2
 
 
+# A file whose reads keep failing is treated as ended: a truncated file can announce far more
+# frames than it holds, and each would otherwise be "skipped" in turn.
+_MAX_BAD_IN_A_ROW = 25
+
+
 class CaptureSource:
     """Subclasses say what to open (`target`, `api`) and whether the stream is live.
 
@@ -40,6 +45,7 @@ class CaptureSource:
         self.index = 0
         self.t0 = 0.0
         self.frame_count = 0  # files: frames the container announces (0 if unknown)
+        self.failures = 0  # failed reads in a row
 
     def target(self) -> tuple[Any, int]:
         """(what VideoCapture opens, the cv2.CAP_* backend)."""
@@ -69,9 +75,12 @@ class CaptureSource:
         if not ok or bgr is None:
             if self.live:
                 raise SourceDropped(f"{self.name} returned no frame")
-            if self.frame_count and index < self.frame_count - 1:
-                raise FrameError(f"{self.name}: frame {index} could not be decoded")
-            return None
+            self.failures += 1
+            if self.frame_count and index < self.frame_count - 1 and \
+                    self.failures <= _MAX_BAD_IN_A_ROW:
+                raise FrameError(f"frame {index} could not be decoded")
+            return None  # the end (or a truncated file whose header promised more frames)
+        self.failures = 0
         if bgr.ndim == 2:  # a grey camera
             bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
         rgb = check_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))

@@ -55,6 +55,22 @@ def test_video_file_gives_rgb_frames_in_order_with_media_time_and_ends(tmp_path)
     assert times == sorted(times) and times[-1] == pytest.approx(1.1, abs=0.02)
 
 
+def test_a_corrupt_frame_inside_a_video_is_skipped_with_a_warning(tmp_path):
+    data = bytearray(write_video(tmp_path / "clip.avi", 10).read_bytes())
+    jpegs = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xd8"]
+    assert len(jpegs) == 10  # MJPG: one JPEG per frame
+    data[jpegs[4] : jpegs[4] + 200] = bytes(200)  # wipe the fifth frame's header
+    (tmp_path / "bad.avi").write_bytes(bytes(data))
+    said, say = messages()
+    stream = FrameStream(open_source(str(tmp_path / "bad.avi")), say=say)
+    frames = list(stream)
+    assert [f.index for f in frames] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert [int(np.argmax(f.image[0, 0])) for f in frames] == [i % 3 for i in
+                                                                 (0, 1, 2, 3, 5, 6, 7, 8, 9)]
+    assert stream.counters.skipped == 1 and stream.end_reason == "source ended"
+    assert len(said) == 1 and "frame 4 could not be decoded" in said[0]
+
+
 def test_fps_samples_a_video_by_media_time(tmp_path):
     video = write_video(tmp_path / "clip.avi", 30, fps=30.0)
     stream = FrameStream(open_source(str(video)), StreamLimits(fps=10.0))
