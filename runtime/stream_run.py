@@ -108,10 +108,11 @@ class StreamRun:
             self._answer_all(self.schedule.due(self.fed, frame.t), "ask")
             if self.stdin is not None:
                 self._answer_all(self.stdin.pending(), "stdin")
+        streamed = time.monotonic() - start  # frames/s over the stream, not the chat after it
         if not self.stop.is_set():
             self._answer_all(self.schedule.at_end(), "end")
             self._chat_after_end()
-        return self._summary(time.monotonic() - start)
+        return self._summary(time.monotonic() - start, streamed)
 
     def _chat_after_end(self) -> None:
         """After the stream: answer questions on stdin until it ends, so a video can be
@@ -183,12 +184,12 @@ class StreamRun:
             self.fed, self._rate, c.occupied(), c.budget, rss_now(), self.answers,
             counters.dropped_rate + counters.dropped_busy, counters.skipped))
 
-    def _summary(self, elapsed: float) -> RunSummary:
+    def _summary(self, elapsed: float, streamed: float) -> RunSummary:
         self.status.clear()
         c, counters = self.session.cache, self.frames.counters
         return RunSummary(
             frames=self.fed, answers=self.answers, elapsed_s=elapsed,
-            frames_per_s=self.fed / elapsed if elapsed > 0 else 0.0,
+            frames_per_s=self.fed / streamed if streamed > 0 else 0.0,
             peak_rss_bytes=max(rss_peak(), rss_now()), evictions=c.evictions,
             slots_used=c.occupied(), budget=c.budget, dropped_by_fps=counters.dropped_rate,
             dropped_while_busy=counters.dropped_busy, skipped_corrupt=counters.skipped,
