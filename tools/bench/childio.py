@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -39,8 +38,16 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """The process's peak RSS so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's peak RSS so far: VmHWM, the high-water mark of this process image.
+
+    Not getrusage's ru_maxrss: Linux carries that over fork and exec, so a child started by a
+    parent holding 1 GiB reports at least 1 GiB whatever it did itself.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -53,11 +60,16 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+FIRST_TOKENS = 8  # greedy tokens kept in the result: runners of the same weights should agree
+
+
 def speed_result(prompt_tokens: int, prefill_s: float, decoded: int, decode_s: float,
-                 **extra: Any) -> dict[str, Any]:
+                 tokens: list[int], **extra: Any) -> dict[str, Any]:
+    """`decoded` tokens took `decode_s` after a prefill of `prompt_tokens` in `prefill_s`."""
     return {"prefill_tps": prompt_tokens / prefill_s, "decode_tps": decoded / decode_s,
             "peak_rss_mb": peak_rss_mb(), "prompt_tokens": prompt_tokens,
-            "decoded_tokens": decoded, **extra}
+            "decoded_tokens": decoded, "first_tokens": [int(t) for t in tokens[:FIRST_TOKENS]],
+            **extra}
 
 
 def chunks(ids: list[int], size: int) -> Iterator[tuple[int, list[int]]]:
@@ -100,11 +112,13 @@ class TokenClock:
 
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.tokens: list[int] = []
         self._prompt_seen = False
 
     def put(self, value: Any) -> None:
         if self._prompt_seen:
             self.times.append(time.perf_counter())
+            self.tokens.extend(int(t) for t in value.reshape(-1).tolist())
         self._prompt_seen = True
 
     def end(self) -> None:

@@ -38,8 +38,8 @@ class EnvSpec:
                 "environ": self.environ}
 
 
-# Only what each peer's script imports; llama.cpp's optional parts are switched off because
-# they are not measured and they double the compile.
+# Only what each peer's script needs (optimum's exporter needs accelerate to keep tied embeddings
+# once); llama.cpp's optional parts are switched off: they are not measured and slow the compile.
 LLAMA_CMAKE_ARGS = ("-DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF "
                     "-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF")
 ENV_SPECS: dict[str, EnvSpec] = {
@@ -49,7 +49,8 @@ ENV_SPECS: dict[str, EnvSpec] = {
     "llama_cpp": EnvSpec("llama_cpp", ("llama-cpp-python", "numpy", "psutil"),
                          environ={"CMAKE_ARGS": LLAMA_CMAKE_ARGS,
                                   "CMAKE_BUILD_PARALLEL_LEVEL": "2"}),
-    "optimum": EnvSpec("optimum", ("optimum-onnx[onnxruntime]", TORCH_PIN, "psutil")),
+    "optimum": EnvSpec("optimum", ("optimum-onnx[onnxruntime]", TORCH_PIN, "accelerate",
+                                   "psutil")),
 }
 
 

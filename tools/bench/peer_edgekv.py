@@ -41,13 +41,14 @@ def main() -> None:
     stats = session.stats
     prefill_graph_s, prefill_step_s = stats.graph_s, stats.step_s
     n = spec["decode_tokens"]
+    tokens = []
     start = time.perf_counter()
     for _ in range(n):
-        token = int(np.argmax(logits))
-        logits = session.step(bundle.embed(np.array([token])))[-1]
+        tokens.append(int(np.argmax(logits)))
+        logits = session.step(bundle.embed(np.array(tokens[-1:])))[-1]
     decode_s = time.perf_counter() - start
     emit(speed_result(
-        len(prompt), prefill_s, n, decode_s,
+        len(prompt), prefill_s, n, decode_s, tokens,
         overhead_frac=overhead(stats.graph_s - prefill_graph_s, stats.step_s - prefill_step_s),
         overhead_frac_prefill=overhead(prefill_graph_s, prefill_step_s),
         budget=session.cache.budget, policy=session.policy.name,

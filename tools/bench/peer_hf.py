@@ -45,7 +45,7 @@ def main() -> None:
     prefill_s = clock.times[0] - start
     decoded = len(clock.times) - 1
     decode_s = clock.times[-1] - clock.times[0]
-    emit(speed_result(prompt.shape[1], prefill_s, decoded, decode_s))
+    emit(speed_result(prompt.shape[1], prefill_s, decoded, decode_s, clock.tokens))
 
 
 if __name__ == "__main__":

@@ -28,15 +28,16 @@ def main() -> None:
         emit(stream_long(spec, llm.eval))
         return
     prompt, n = spec["prompt_ids"], spec["decode_tokens"]
-    times = []
+    times, tokens = [], []
     start = time.perf_counter()
-    for _token in llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0,
+    for token in llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0,
                                repeat_penalty=1.0, reset=True):
         times.append(time.perf_counter())
+        tokens.append(token)
         if len(times) == n:  # generate never stops by itself (EOS included): we stop it
             break
     emit(speed_result(len(prompt), times[0] - start, len(times) - 1, times[-1] - times[0],
-                      n_ctx=llm.n_ctx()))
+                      tokens, n_ctx=llm.n_ctx()))
 
 
 if __name__ == "__main__":

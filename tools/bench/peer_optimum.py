@@ -57,7 +57,7 @@ def main() -> None:
     model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
                    min_new_tokens=n, do_sample=False, streamer=clock)
     emit(speed_result(prompt.shape[1], clock.times[0] - start, len(clock.times) - 1,
-                      clock.times[-1] - clock.times[0]))
+                      clock.times[-1] - clock.times[0], clock.tokens))
 
 
 if __name__ == "__main__":

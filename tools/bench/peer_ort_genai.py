@@ -71,12 +71,13 @@ def main() -> None:
     generator = make_generator(og, model, total, min_length=total)  # EOS must not stop it
     start = time.perf_counter()
     generator.append_tokens(prompt)
-    times = []
+    times, tokens = [], []
     while not generator.is_done() and len(times) < n:
         generator.generate_next_token()
-        generator.get_next_tokens()
+        tokens.append(int(generator.get_next_tokens()[0]))
         times.append(time.perf_counter())
-    emit(speed_result(len(prompt), times[0] - start, len(times) - 1, times[-1] - times[0]))
+    emit(speed_result(len(prompt), times[0] - start, len(times) - 1, times[-1] - times[0],
+                      tokens))
 
 
 if __name__ == "__main__":
