@@ -39,7 +39,7 @@ def run_bench(opts: BenchOptions, log: Log = print) -> Result:
     ids = cut_ids(text_ids(opts.bundle, opts.text), w)
     logs = opts.cache_dir / "logs"
     log(f"bench: measuring memory bandwidth with {w.threads} threads")
-    bound = measure_bound(opts.bundle, opts.int4_bundle, w.threads)
+    bound = measure_bound(opts.bundle, opts.int4_bundle, w.threads, w.membw_mib)
     log(f"bench: edgekv on {opts.bundle}")
     edgekv = run_edgekv(opts.bundle, ids, w, logs, opts.long)
     if opts.int4_bundle is None:
@@ -112,9 +112,10 @@ def run_peer(name: str, ids: TokenIds, w: Workloads, setup: Setup, long: bool,
     return out
 
 
-def measure_bound(bundle: Path, int4_bundle: Path | None, threads: int) -> Result:
+def measure_bound(bundle: Path, int4_bundle: Path | None, threads: int,
+                  mib_per_thread: int = 256) -> Result:
     """Bandwidth, and the decode bound of the fp32 bundle (and of the int4 one if given)."""
-    bandwidth = membw.measure_bandwidth_gbps(threads)
+    bandwidth = membw.measure_bandwidth_gbps(threads, mib_per_thread)
     try:
         need = membw.bundle_decode_bytes(bundle)
     except Exception as exc:  # noqa: BLE001 - a bound we cannot compute is reported, not fatal
