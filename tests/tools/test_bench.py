@@ -157,3 +157,12 @@ def test_bench_quick_on_a_tiny_bundle_json(tiny_bundle, tmp_path, capsys):
     bound = report["bound"]
     assert bound["membw_gbps"] > 0 and bound["decode_tps"] > 0
     assert bound["kv_bytes"] == membw.kv_bytes(2, 2, 96, 16, 4)
+
+
+def test_llama_cpp_is_built_for_this_cpu_but_never_with_amx():
+    from edgekv.tools.bench.envs import llama_cmake_args
+
+    args = llama_cmake_args({"avx2", "fma", "avx512f", "amx_tile", "amx_int8"})
+    assert "-DGGML_NATIVE=OFF" in args and "AMX" not in args
+    assert "-DGGML_AVX2=ON" in args and "-DGGML_AVX512=ON" in args
+    assert "-DGGML_AVX512_VNNI=OFF" in args

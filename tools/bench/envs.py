@@ -32,23 +32,53 @@ class EnvSpec:
     requirements: tuple[str, ...]
     constraints: tuple[str, ...] = (TORCH_PIN,)
     environ: dict[str, str] = field(default_factory=dict)  # e.g. CMAKE_ARGS for a compile
+    pip_args: tuple[str, ...] = ()
 
     def key(self) -> dict[str, object]:
         return {"requirements": list(self.requirements), "constraints": list(self.constraints),
-                "environ": self.environ}
+                "environ": self.environ, "pip_args": list(self.pip_args)}
 
 
-# Only what each peer's script needs (optimum's exporter needs accelerate to keep tied embeddings
-# once); llama.cpp's optional parts are switched off: they are not measured and slow the compile.
-LLAMA_CMAKE_ARGS = ("-DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF "
-                    "-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF")
+# llama.cpp's optional parts are switched off: they are not measured and slow the compile.
+LLAMA_OPTIONAL_OFF = ("-DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF "
+                      "-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF")
+# ggml's instruction sets, named after the /proc/cpuinfo flag that allows each. AMX is left out
+# on purpose: -march=native turns ggml's AMX kernels on wherever the CPU has AMX, and where the
+# kernel or hypervisor does not grant the tile state (this machine), `ldtilecfg` faults and
+# every prefill segfaults. So the build is not native: it names what this CPU has, minus AMX.
+GGML_ISA = {"avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "bmi2": "BMI2",
+            "avx_vnni": "AVX_VNNI", "avx512f": "AVX512", "avx512vbmi": "AVX512_VBMI",
+            "avx512_vnni": "AVX512_VNNI", "avx512_bf16": "AVX512_BF16"}
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def llama_cmake_args(flags: set[str]) -> str:
+    isa = " ".join(f"-DGGML_{name}={'ON' if flag in flags else 'OFF'}"
+                   for flag, name in GGML_ISA.items())
+    return f"{LLAMA_OPTIONAL_OFF} -DGGML_NATIVE=OFF {isa}"
+
+
+# Only what each peer's script needs (optimum's exporter needs accelerate to keep tied
+# embeddings once).
 ENV_SPECS: dict[str, EnvSpec] = {
     "ort_genai": EnvSpec("ort_genai", ("onnxruntime-genai", "onnxruntime", "onnx", "onnx-ir",
                                        TORCH_PIN,
                                        "transformers", "safetensors", "numpy", "psutil")),
     "llama_cpp": EnvSpec("llama_cpp", ("llama-cpp-python", "numpy", "psutil"),
-                         environ={"CMAKE_ARGS": LLAMA_CMAKE_ARGS,
-                                  "CMAKE_BUILD_PARALLEL_LEVEL": "2"}),
+                         environ={"CMAKE_ARGS": llama_cmake_args(cpu_flags()),
+                                  "CMAKE_BUILD_PARALLEL_LEVEL": "2"},
+                         # pip's wheel cache ignores CMAKE_ARGS: a new build must not reuse it
+                         pip_args=("--no-cache-dir", "--force-reinstall")),
     "optimum": EnvSpec("optimum", ("optimum-onnx[onnxruntime]", TORCH_PIN, "accelerate",
                                    "psutil")),
 }
@@ -85,7 +115,7 @@ def ensure_env(cache_dir: Path, spec: EnvSpec, log=print) -> Path:  # noqa: ANN0
     constraints = cache_dir / f"constraints-{spec.name}.txt"
     constraints.write_text("".join(f"{c}\n" for c in spec.constraints))
     cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
-           "off", "-c", str(constraints), *spec.requirements]
+           "off", *spec.pip_args, "-c", str(constraints), *spec.requirements]
     env = {**os.environ, **spec.environ}
     with log_file.open("w") as out:
         out.write(" ".join(cmd) + "\n")
