@@ -6,6 +6,7 @@ threads, so the numbers of one run are comparable with each other.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,8 +64,6 @@ def child_spec(ids: TokenIds, w: Workloads, workload: str, **extra: Any) -> dict
 
 def run_edgekv(bundle: Path, ids: TokenIds, w: Workloads, logs: Path, long: bool,
                label: str = "edgekv") -> Result:
-    import sys
-
     def child(workload: str, tag: str, **extra: Any) -> Result:
         spec = child_spec(ids, w, workload, bundle=str(bundle), **extra)
         return run_child(sys.executable, script("peer_edgekv"), spec, logs / f"{label}-{tag}.log",
