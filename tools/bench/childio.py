@@ -94,6 +94,8 @@ def stream_long(spec: dict[str, Any], feed: Callable[[list[int]], None],
             done = offset + len(part)
             if done >= mark and not marks:
                 marks[done] = rss_mb()
+            if done % mark < len(part):  # a line per mark: a long stream is not silent
+                log(f"{done} tokens, RSS {rss_mb():.0f} MiB, {time.perf_counter() - start:.0f} s")
     except Exception as exc:  # noqa: BLE001 - whatever stops the peer is the finding
         return {"error": f"stopped after {done} tokens: {type(exc).__name__}: {exc}"[:400],
                 "tokens_done": done, "rss_mb_at": marks, "peak_rss_mb": peak_rss_mb()}

@@ -107,7 +107,7 @@ def ensure_env(cache_dir: Path, spec: EnvSpec, log=print) -> Path:  # noqa: ANN0
     logs = cache_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_file = logs / f"install-{spec.name}.log"
-    log(f"bench: creating venv {spec.name} (log: {log_file}); this happens once")
+    log(f"bench: setting up venv {spec.name} (log: {log_file}); this happens once")
     start = time.perf_counter()
     if not python.exists():
         venv.EnvBuilder(with_pip=True).create(root)
