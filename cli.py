@@ -361,6 +361,12 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from edgekv.tools.bench.command import run
+
+    return run(args)
+
+
 def _add_session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle directory made by edgekv export")
     p.add_argument("--policy", default="streaming", help="NAME or NAME:key=value,...")
@@ -510,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=int, default=None, help="builder workspace, MiB")
     p.add_argument("--profile", default=None, help="device profile: name or .toml path")
     p.set_defaults(func=_build)
+
+    p = sub.add_parser("bench", help="edgekv beside HF, onnxruntime-genai, llama.cpp, optimum")
+    from edgekv.tools.bench.command import add_arguments as add_bench_arguments
+
+    add_bench_arguments(p)
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("policies", help="list KV policies and their parameters")
     p.set_defaults(func=_policies)

@@ -11,6 +11,7 @@ from edgekv.cli import main
 
 
 def _fails(capsys, argv, pattern):
+    capsys.readouterr()  # drop what building a fixture bundle printed (progress bars)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err

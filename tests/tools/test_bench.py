@@ -1,0 +1,168 @@
+"""`edgekv bench`: the report's shape, errors that stay inside one peer, the bound arithmetic,
+and the edgekv side on a tiny bundle. Nothing here creates a venv or compiles anything."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edgekv.cli import main
+from edgekv.tools.bench import bench, childio, membw
+from edgekv.tools.bench.peers import PEERS, SetupError
+from edgekv.tools.bench.report import build_report, combine, render
+from edgekv.tools.bench.runner import run_child
+from edgekv.tools.bench.workloads import QUICK, Workloads, cut_ids
+
+REQUIRED = {"prefill_tps", "decode_tps", "peak_rss_mb"}
+
+
+def fake(prefill: float, decode: float, rss: float = 500.0) -> dict:
+    return {"prefill_tps": prefill, "decode_tps": decode, "peak_rss_mb": rss}
+
+
+def fake_report() -> dict:
+    edgekv = combine({**fake(400.0, 40.0), "overhead_frac": 0.03},
+                     {"512": {"rss_growth": 0.01}, "2048": {"rss_growth": 0.02}})
+    peers = {
+        "llama_cpp": combine(fake(200.0, 80.0, 300.0), {"stream": {
+            "error": "stopped after 8192 tokens", "tokens_done": 8192}}),
+        "hf": combine(fake(400.0, 10.0, 1000.0), {"stream": {"rss_growth": 0.9}}),
+        "ort_genai_fp32": {"error": "pip install failed"},
+    }
+    bound = {"membw_gbps": 40.0, "decode_tps": 80.0, "bytes_per_token": 500 * 2**20}
+    return build_report(edgekv, peers, {"error": "no --int4-bundle given"}, bound)
+
+
+def test_report_has_exactly_the_issue_shape_and_ratios():
+    report = fake_report()
+    assert list(report) == ["edgekv", "peers", "edgekv_int4", "bound"]
+    assert list(report["peers"]) == ["hf", "ort_genai_fp32", "llama_cpp"]  # the issue's order
+    edgekv = report["edgekv"]
+    assert REQUIRED | {"rss_growth_4k_32k", "overhead_frac"} <= set(edgekv)
+    assert edgekv["rss_growth_4k_32k"] == 0.02  # the worst budget
+    assert edgekv["ratio_to_peers"]["hf"] == {"prefill_tps": 1.0, "decode_tps": 4.0}
+    assert edgekv["ratio_to_peers"]["llama_cpp"]["decode_tps"] == 0.5
+    assert edgekv["ratio_to_peers"]["ort_genai_fp32"] == {"prefill_tps": None, "decode_tps": None}
+    assert report["bound"]["edgekv_frac_of_bound"] == 0.5
+    assert report["peers"]["llama_cpp"]["rss_growth_4k_32k"] is None
+    json.dumps(report)  # plain JSON all the way down
+
+
+def test_render_shows_every_runner_ratios_bound_and_errors():
+    text = render(fake_report())
+    for name in ("edgekv", "edgekv_int4", "hf", "ort_genai_fp32", "llama_cpp"):
+        assert name in text
+    assert "stop@8192" in text and "+90.0%" in text
+    assert "4.00x" in text and "0.50x" in text
+    assert "80.0 tok/s" in text and "50% of it" in text
+    assert "ort_genai_fp32: pip install failed" in text
+    assert "llama_cpp long stream: stopped after 8192 tokens" in text
+
+
+def test_a_failing_child_becomes_an_error_not_a_crash(tmp_path):
+    crash = tmp_path / "crash.py"
+    crash.write_text("import sys\nprint('partial output')\nsys.exit('cannot load the model')\n")
+    result = run_child(sys.executable, crash, {"workload": "speed"}, tmp_path / "crash.log")
+    assert set(result) == {"error"} and "cannot load the model" in result["error"]
+    good = tmp_path / "good.py"
+    good.write_text("import json, sys\nspec = json.load(open(sys.argv[1]))\n"
+                    "print('noise')\nprint(json.dumps({'echo': spec['workload']}))\n")
+    assert run_child(sys.executable, good, {"workload": "long"}, tmp_path / "g.log") == {
+        "echo": "long"}
+    missing = run_child(tmp_path / "no-python", good, {}, tmp_path / "m.log")
+    assert "cannot start" in missing["error"]
+
+
+def test_a_peer_that_cannot_be_set_up_is_reported_and_the_others_run(monkeypatch, tmp_path):
+    def refuse(peer, setup):
+        raise SetupError(f"{peer.name}: pip install failed (exit 1)")
+
+    monkeypatch.setattr(bench, "prepare", refuse)
+    ids = cut_ids(list(range(100)), QUICK)
+    setup = bench.Setup(tmp_path, log=lambda _m: None)
+    result = bench.run_peer("llama_cpp", ids, QUICK, setup, long=True, log=lambda _m: None)
+    assert result == {"error": "llama_cpp: pip install failed (exit 1)"}
+    assert "unknown peer" in bench.run_peer("vllm", ids, QUICK, setup, True, print)["error"]
+    assert set(PEERS) == {"hf", "ort_genai_fp32", "ort_genai_int4", "llama_cpp", "optimum_ort"}
+
+
+def test_stream_long_reports_where_a_runner_stopped():
+    spec = {"long_ids": list(range(2048)), "mark_tokens": 512}
+    fed: list[int] = []
+
+    def feed(part):
+        if len(fed) >= 1024:
+            raise RuntimeError("llama_decode returned 1")
+        fed.extend(part)
+
+    result = childio.stream_long(spec, feed, chunk=256)
+    assert result["tokens_done"] == 1024 and "stopped after 1024" in result["error"]
+    assert list(result["rss_mb_at"]) == [512]
+    ok = childio.stream_long(spec, lambda part: None, chunk=256)
+    assert list(ok["rss_mb_at"]) == [512, 2048] and "rss_growth" in ok
+
+
+def test_cut_ids_repeats_a_short_text():
+    ids = cut_ids([1, 2, 3], Workloads(prompt_tokens=4, long_tokens=7))
+    assert ids.prompt == [1, 2, 3, 1] and ids.long == [1, 2, 3, 1, 2, 3, 1]
+
+
+def test_bound_arithmetic():
+    assert membw.kv_bytes(30, 3, 2048, 64, 4) == 2 * 30 * 3 * 2048 * 64 * 4
+    assert membw.decode_bound_tps(500_000_000, 40.0) == pytest.approx(80.0)
+    need = membw.DecodeBytes(weights=400, kv=100)
+    assert need.total == 500
+
+
+def test_graph_weight_bytes_counts_packed_and_shared_weights_once(tmp_path):
+    fp32 = helper.make_tensor("w", TensorProto.FLOAT, [4, 8], np.zeros(32, np.float32))
+    int4 = helper.make_tensor("q", TensorProto.UINT4, [6], [0] * 6)  # 6 nibbles -> 3 bytes
+    shared = []
+    for name in ("embed", "lm_head"):  # tied: both point at the same bytes of one file
+        t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=[10, 4])
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in {"location": "embed.bin", "offset": "0", "length": "160"}.items():
+            t.external_data.add(key=k, value=v)
+        shared.append(t)
+    graph = helper.make_graph([], "g", [], [], initializer=[fp32, int4, *shared])
+    path = tmp_path / "decoder.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert membw.graph_weight_bytes(path) == 32 * 4 + 3 + 160
+
+
+def test_bandwidth_is_measured():
+    assert membw.measure_bandwidth_gbps(threads=2, mib_per_thread=8, repeats=2) > 0.1
+
+
+def test_bench_quick_on_a_tiny_bundle_json(tiny_bundle, tmp_path, capsys):
+    bundle = tiny_bundle("llama", budget=96, chunk=16)
+    rc = main(["bench", "--bundle", str(bundle), "--quick", "--peers", "none", "--json",
+               "--cache-dir", str(tmp_path), "--long-tokens", "512", "--decode-tokens", "8"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report) == ["edgekv", "peers", "edgekv_int4", "bound"] and report["peers"] == {}
+    edgekv = report["edgekv"]
+    assert "error" not in edgekv, edgekv
+    assert REQUIRED | {"rss_growth_4k_32k", "overhead_frac"} <= set(edgekv)
+    assert edgekv["prefill_tps"] > 0 and edgekv["decode_tps"] > 0 and edgekv["peak_rss_mb"] > 10
+    assert edgekv["decoded_tokens"] == 8 and 0.0 <= edgekv["overhead_frac"] < 1.0
+    assert edgekv["long"]["96"]["tokens_done"] == 512
+    assert abs(edgekv["rss_growth_4k_32k"]) < 0.5
+    assert report["edgekv_int4"] == {"error": "no --int4-bundle given"}
+    bound = report["bound"]
+    assert bound["membw_gbps"] > 0 and bound["decode_tps"] > 0
+    assert bound["kv_bytes"] == membw.kv_bytes(2, 2, 96, 16, 4)
+
+
+def test_llama_cpp_is_built_for_this_cpu_but_never_with_amx():
+    from edgekv.tools.bench.envs import llama_cmake_args
+
+    args = llama_cmake_args({"avx2", "fma", "avx512f", "amx_tile", "amx_int8"})
+    assert "-DGGML_NATIVE=OFF" in args and "AMX" not in args
+    assert "-DGGML_AVX2=ON" in args and "-DGGML_AVX512=ON" in args
+    assert "-DGGML_AVX512_VNNI=OFF" in args

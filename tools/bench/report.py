@@ -1,0 +1,129 @@
+"""The benchmark's answer: one JSON object and the console table made from it.
+
+Shape (issue 8): {"edgekv", "peers": {name: ...}, "edgekv_int4", "bound"}; every runner's object
+has prefill_tps, decode_tps, peak_rss_mb (or "error": why), edgekv's also rss_growth_4k_32k and
+overhead_frac. Speeds are also given as ratios to every peer measured in the same run
+(`ratio_to_peers`: edgekv's speed / the peer's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PEER_ORDER = ("hf", "ort_genai_fp32", "ort_genai_int4", "llama_cpp", "optimum_ort")
+SPEEDS = ("prefill_tps", "decode_tps")
+Result = dict[str, Any]
+
+
+def combine(speed: Result, long_runs: dict[str, Result] | None = None) -> Result:
+    """A runner's object: its speed result, plus its long stream(s) when they were run.
+
+    rss_growth_4k_32k is the worst growth over the long runs that finished; a run that stopped
+    (a full context, a refused length) keeps its error under `long`.
+    """
+    out = dict(speed)
+    if not long_runs:
+        return out
+    out["long"] = long_runs
+    growths = [r["rss_growth"] for r in long_runs.values() if "rss_growth" in r]
+    out["rss_growth_4k_32k"] = max(growths) if growths else None
+    return out
+
+
+def ratios(runner: Result, peers: dict[str, Result]) -> dict[str, dict[str, float | None]]:
+    """runner's speed / each peer's speed, for both speeds; None where either is missing."""
+    out: dict[str, dict[str, float | None]] = {}
+    for name, peer in peers.items():
+        out[name] = {key: _ratio(runner.get(key), peer.get(key)) for key in SPEEDS}
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def build_report(edgekv: Result, peers: dict[str, Result], edgekv_int4: Result,
+                 bound: Result) -> Result:
+    ordered = {n: peers[n] for n in sorted(peers, key=_peer_rank)}
+    report: Result = {"edgekv": dict(edgekv), "peers": ordered, "edgekv_int4": dict(edgekv_int4),
+                      "bound": dict(bound)}
+    for key in ("edgekv", "edgekv_int4"):
+        if "error" not in report[key]:
+            report[key]["ratio_to_peers"] = ratios(report[key], ordered)
+    if edgekv.get("decode_tps") and bound.get("decode_tps"):
+        report["bound"]["edgekv_frac_of_bound"] = edgekv["decode_tps"] / bound["decode_tps"]
+    return report
+
+
+def _peer_rank(name: str) -> tuple[int, str]:
+    return (PEER_ORDER.index(name) if name in PEER_ORDER else len(PEER_ORDER), name)
+
+
+def render(report: Result) -> str:
+    """The console table, the ratio table and the bound, then each error in full."""
+    rows = [("edgekv", report["edgekv"]), ("edgekv_int4", report["edgekv_int4"]),
+            *report["peers"].items()]
+    lines = [f"{'runner':<16}{'prefill tok/s':>14}{'decode tok/s':>14}{'peak RSS MiB':>14}"
+             f"{'RSS 4k->32k':>13}{'overhead':>10}"]
+    notes: list[str] = []
+    for name, r in rows:
+        if "error" in r:
+            lines.append(f"{name:<16}{'error (see below)':>28}")
+            notes.append(f"{name}: {r['error']}")
+            continue
+        lines.append(f"{name:<16}{_num(r.get('prefill_tps'), 14, '.1f')}"
+                     f"{_num(r.get('decode_tps'), 14, '.1f')}"
+                     f"{_num(r.get('peak_rss_mb'), 14, '.0f')}"
+                     f"{_growth(r):>13}{_num(r.get('overhead_frac'), 10, '.1%')}")
+        for budget, run in (r.get("long") or {}).items():
+            if "error" in run:
+                notes.append(f"{name} long stream{_at(budget)}: {run['error']}")
+    lines += ["", *_ratio_lines(report), "", _bound_line(report["bound"])]
+    if notes:
+        lines += ["", "errors:", *(f"  {n}" for n in notes)]
+    return "\n".join(lines)
+
+
+def _at(budget: str) -> str:
+    return f" at budget {budget}" if budget.isdigit() else ""
+
+
+def _num(value: float | None, width: int, fmt: str) -> str:
+    return f"{value:>{width}{fmt}}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
+
+
+def _growth(r: Result) -> str:
+    if isinstance(r.get("rss_growth_4k_32k"), (int, float)):
+        return f"{r['rss_growth_4k_32k']:+.1%}"
+    stopped = [run for run in (r.get("long") or {}).values() if "error" in run]
+    if stopped:
+        done = stopped[0].get("tokens_done", 0)
+        return f"stop@{done}" if done else "refused"
+    return "-"
+
+
+def _ratio_lines(report: Result) -> list[str]:
+    runners = [k for k in ("edgekv", "edgekv_int4") if "ratio_to_peers" in report[k]]
+    if not runners or not report["peers"]:
+        return ["(no ratios: edgekv or every peer failed)"]
+    header = f"{'speed ratio':<16}" + "".join(f"{k + ' ' + s[:-4]:>22}" for k in runners
+                                               for s in SPEEDS)
+    lines = [header]
+    for peer in report["peers"]:
+        cells = [report[k]["ratio_to_peers"][peer][s] for k in runners for s in SPEEDS]
+        lines.append(f"{'vs ' + peer:<16}" + "".join(
+            f"{c:>21.2f}x" if c is not None else f"{'-':>22}" for c in cells))
+    return lines
+
+
+def _bound_line(bound: Result) -> str:
+    if "error" in bound:
+        return f"bound: {bound['error']}"
+    line = (f"bound: memory bandwidth {bound['membw_gbps']:.1f} GB/s, "
+            f"{bound['bytes_per_token'] / 2**20:.0f} MiB read per decode token "
+            f"-> decode <= {bound['decode_tps']:.1f} tok/s")
+    if "edgekv_frac_of_bound" in bound:
+        line += f"; edgekv decodes at {bound['edgekv_frac_of_bound']:.0%} of it"
+    if "int4_decode_tps" in bound:
+        line += f"; int4 bundle bound {bound['int4_decode_tps']:.1f} tok/s"
+    return line

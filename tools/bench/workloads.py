@@ -1,0 +1,54 @@
+"""The workloads: the same token ids for edgekv and every peer, cut from one long text.
+
+Ids come from the bundle's tokenizer; the peers run the same model (SmolLM2), so the ids mean
+the same to them and nobody's tokenizer is on the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "tests" / "data" / "pride_and_prejudice.txt"
+
+
+@dataclass(frozen=True)
+class Workloads:
+    prompt_tokens: int = 2048  # prefill, and the context decode runs after
+    decode_tokens: int = 256  # greedy tokens after the prompt
+    long_tokens: int = 32768  # the long stream
+    mark_tokens: int = 4096  # RSS growth is measured from here to the end of the long stream
+    long_budgets: tuple[int, ...] = (512, 2048)  # edgekv budgets for the long stream
+    threads: int = 2
+    membw_mib: int = 256  # per thread and array: far above any cache, so DRAM is what is timed
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+QUICK = Workloads(prompt_tokens=128, decode_tokens=16, long_tokens=1024, mark_tokens=256,
+                  long_budgets=(), membw_mib=32)  # () = the bundle's own budget
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    prompt: list[int]
+    long: list[int]
+
+
+def cut_ids(all_ids: list[int], w: Workloads) -> TokenIds:
+    """The prompt is the text's start; the long stream repeats the text if it is too short."""
+    need = max(w.prompt_tokens, w.long_tokens)
+    if not all_ids:
+        raise ValueError("the workload text has no tokens")
+    repeated = list(all_ids)
+    while len(repeated) < need:
+        repeated += all_ids
+    return TokenIds(prompt=repeated[: w.prompt_tokens], long=repeated[: w.long_tokens])
+
+
+def text_ids(bundle_dir: str | Path, text: str | Path = DEFAULT_TEXT) -> list[int]:
+    from edgekv.runtime.bundle import Bundle
+
+    codec = Bundle.open(bundle_dir, verify=False).text
+    return list(codec.encode(Path(text).read_text(encoding="utf-8", errors="replace")))
