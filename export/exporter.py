@@ -179,7 +179,7 @@ def export_model(
             log("quantizing weights to block-wise int4 (MatMulNBits)")
             dequantized = quantize_graph(proto)
         embedding = _embedding(model, family, options.dtype)
-        shared = dims.tie_word_embeddings and not quantized
+        shared = dims.tie_word_embeddings  # int4 keeps the lm_head fp32 (export/quantize.py)
         onnx_graph.save_with_shared_embedding(proto, embedding, shared, tmp)
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
         manifest = Manifest(

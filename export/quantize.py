@@ -1,9 +1,10 @@
 """Block-wise 4-bit weights for the ONNX Runtime backend (`--dtype int4`).
 
-Every projection (`Gemm(x, W, transB=1)` on a weight initializer) becomes ONNX Runtime's
-`com.microsoft.MatMulNBits` with asymmetric uint4 blocks of `block_size` along the input axis,
-and so does the lm_head (it then no longer shares `embed.bin`, which stays fp32 for token
-lookup: only the rows in use are paged in). Activations, KV and attention stay fp32.
+Every projection of the decoder layers (`Gemm(x, W, transB=1)` on a weight initializer)
+becomes ONNX Runtime's `com.microsoft.MatMulNBits` with asymmetric uint4 blocks of
+`block_size` along the input axis. The lm_head stays fp32 and keeps sharing `embed.bin` with
+the token lookup: with it quantized too, SmolLM2's perplexity over 4,096 tokens at budget 512
+was 25.20, with the layers alone 23.42 (fp32: 19.56). Activations, KV and attention stay fp32.
 
 This is an ONNX Runtime contrib op; TensorRT parses blocked DequantizeLinear (opset 21)
 instead, so the manifest records `quant_format` and `edgekv check` refuses contrib ops.
@@ -49,8 +50,10 @@ def dequantize_blocks(packed: np.ndarray, scales: np.ndarray, zero_points: np.nd
     return w.reshape(n, blocks * half * 2)[:, :k]
 
 
-def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE) -> dict[str, np.ndarray]:
-    """Rewrite every weight Gemm of `model` in place; returns {weight name: dequantized W}."""
+def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE,
+                   keep: tuple[str, ...] = ("lm_head.weight",)) -> dict[str, np.ndarray]:
+    """Rewrite every weight Gemm of `model` in place, but those on `keep`; returns
+    {weight name: dequantized W}."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     dequantized: dict[str, np.ndarray] = {}
@@ -58,7 +61,8 @@ def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE) -> dict
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         weight = inits.get(node.input[1]) if node.op_type == "Gemm" else None
-        if weight is None or attrs.get("transB") != 1 or attrs.get("transA", 0) != 0:
+        if (weight is None or weight.name in keep or attrs.get("transB") != 1
+                or attrs.get("transA", 0) != 0):
             nodes.append(node)
             continue
         w = numpy_helper.to_array(weight).astype(np.float32)

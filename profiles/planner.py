@@ -48,13 +48,14 @@ def weight_params(d: DecoderDims) -> int:
 
 
 def weight_bytes(d: DecoderDims, dtype: str) -> int:
-    """Weights once. int4: 4-bit blocks of 32 with an fp32 scale and a 4-bit zero point each,
-    lm_head included; the token-embedding table stays fp32 (memory-mapped) for lookup."""
+    """Weights once. int4: the layers in 4-bit blocks of 32 with an fp32 scale and a 4-bit
+    zero point each; the embedding (and a tied lm_head, the same bytes) stays fp32."""
     if dtype != "int4":
         return weight_params(d) * BYTES[dtype]
     embed = d.vocab_size * d.hidden_size
-    quantized = weight_params(d) - embed + d.vocab_size * d.hidden_size  # layers + lm_head
-    return int(quantized * (0.5 + 4.5 / 32)) + embed * 4
+    lm_head = 0 if d.tie_word_embeddings else embed
+    layers = weight_params(d) - embed - lm_head
+    return int(layers * (0.5 + 4.5 / 32)) + (embed + lm_head) * 4
 
 
 def kv_bytes(d: DecoderDims, budget: int, dtype: str) -> int:
