@@ -23,6 +23,18 @@ def test_block_quantization_error_is_bounded_by_half_a_step():
     assert np.all(np.abs(back - w) <= step / 2 + 1e-6)
 
 
+def test_weights_already_on_a_q4_1_grid_are_represented_exactly():
+    """GGUF Q4_1 blocks (w = d * q + m, codes 0..15 with both ends used) survive unchanged."""
+    rng = np.random.default_rng(1)
+    d = rng.uniform(0.01, 0.05, size=(16, 4, 1))
+    m = rng.uniform(-0.3, 0.0, size=(16, 4, 1))
+    codes = rng.integers(0, 16, size=(16, 4, BLOCK_SIZE))
+    codes[..., 0], codes[..., 1] = 0, 15
+    w = (d * codes + m).reshape(16, 4 * BLOCK_SIZE).astype(np.float32)
+    back = dequantize_blocks(*quantize_blocks(w), w.shape[1])
+    assert np.abs(back - w).max() <= 1e-6
+
+
 @pytest.fixture(scope="module")
 def int4_bundle(tiny_bundle):
     return tiny_bundle("qwen2", budget=320, chunk=32, dtype="int4")  # qwen2: q/k/v biases too
@@ -30,7 +42,7 @@ def int4_bundle(tiny_bundle):
 
 def test_int4_graph_matches_its_dequantized_weights(int4_bundle):
     m = load_manifest(int4_bundle)
-    assert m.quant_format == "ort-matmulnbits-uint4"
+    assert m.quant_format == "ort-matmulnbits-uint4-floatzp"
     assert m.validation["max_abs_logit_diff"] <= 1e-2
     graph = onnx.load(str(int4_bundle / "decoder.onnx"), load_external_data=False)
     ops = [n.op_type for n in graph.graph.node]
