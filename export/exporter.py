@@ -23,6 +23,7 @@ import edgekv
 from edgekv.export import onnx_graph
 from edgekv.export.decoder_step import DecoderStep
 from edgekv.export.families import adapter_for
+from edgekv.export.families.base import LlamaShapedAdapter
 from edgekv.export.loading import load, resolve
 from edgekv.export.manifest import EmbeddingTable, Manifest, TokenizerInfo
 from edgekv.export.quantize import QUANT_FORMAT, quantize_graph
@@ -89,15 +90,17 @@ class ExportOptions:
             )
 
 
-def build_step(model: Any, dtype: str = "fp32", rope_table: int = 0) -> tuple[str, DecoderStep]:
-    """The (family, DecoderStep) for an HF model: its weights under the contract's graph."""
+def build_step(
+    model: Any, dtype: str = "fp32", rope_table: int = 0
+) -> tuple[str, LlamaShapedAdapter, DecoderStep]:
+    """(family, adapter, DecoderStep) for an HF model: its weights under the contract's graph."""
     family, adapter = adapter_for(model)
     dims = adapter.dims(model)
     if dims.mrope_section:
         rope_table = 0  # M-RoPE positions have 3 components: computed in the graph
     step = DecoderStep(dims, rope_table=rope_table)
     step.load_state_dict(adapter.weights(model), strict=True)
-    return family, step.to(DTYPES[dtype]).eval()
+    return family, adapter, step.to(DTYPES[dtype]).eval()
 
 
 def tokenizer_info(tokenizer: Any, model: Any) -> TokenizerInfo:
@@ -163,7 +166,7 @@ def export_model(
     rope_table = options.rope_table
     if rope_table and options.position_mode == "absolute":
         rope_table = max(rope_table, int(getattr(model.config, "max_position_embeddings", 0)))
-    family, step = build_step(model, options.dtype, rope_table)
+    family, adapter, step = build_step(model, options.dtype, rope_table)
     dims = step.dims
     log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
         f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")
@@ -178,7 +181,8 @@ def export_model(
         if quantized:
             log("quantizing weights to block-wise int4 (MatMulNBits)")
             dequantized = quantize_graph(proto)
-        embedding = _embedding(model, family, options.dtype)
+        embedding = (adapter.embeddings(model).detach().to(DTYPES[options.dtype])
+                     .contiguous().numpy())
         shared = dims.tie_word_embeddings  # int4 keeps the lm_head fp32 (export/quantize.py)
         onnx_graph.save_with_shared_embedding(proto, embedding, shared, tmp)
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
@@ -251,11 +255,6 @@ def _with_weights(step: DecoderStep, replaced: dict[str, Any]) -> DecoderStep:
     state.update({name: torch.from_numpy(w) for name, w in replaced.items()})
     ref.load_state_dict(state)
     return ref
-
-
-def _embedding(model: Any, family: str, dtype: str) -> Any:
-    _, adapter = adapter_for(model)
-    return adapter.embeddings(model).detach().to(DTYPES[dtype]).contiguous().numpy()
 
 
 def _graph_files(manifest: Manifest) -> dict[str, str]:

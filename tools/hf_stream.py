@@ -15,7 +15,7 @@ import time
 import numpy as np
 import psutil
 
-from edgekv.tools.ppl import log_probs_of
+from edgekv.tools.ppl import log_probs_of, window_ppl
 
 
 def full_cache_nll(model, ids: np.ndarray, chunk: int, window: int) -> tuple[np.ndarray, dict]:
@@ -62,8 +62,7 @@ def main() -> None:
     start = time.perf_counter()
     nll, rss_at = full_cache_nll(model, ids, args.chunk, args.window)
     elapsed = time.perf_counter() - start
-    windows = [float(np.exp(nll[max(s, 1) : s + args.window].mean()))
-               for s in range(0, len(ids), args.window)]
+    windows = window_ppl(nll, args.window)
     print(json.dumps({
         "tokens": len(ids), "ppl": float(np.exp(nll[1:].mean())), "window": args.window,
         "window_ppl": windows, "rss_mb_at": rss_at, "tokens_per_s": len(ids) / elapsed,

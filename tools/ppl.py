@@ -54,6 +54,12 @@ def log_probs_of(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return z[np.arange(len(targets)), targets] - lse
 
 
+def window_ppl(nll: np.ndarray, window: int) -> list[float]:
+    """Perplexity of each `window` tokens of `nll` (per-token; nll[0] is unscored)."""
+    return [float(np.exp(nll[max(s, 1) : s + window].mean()))
+            for s in range(0, len(nll), window) if len(nll[max(s, 1) : s + window])]
+
+
 def read_tokens(session: Session, path: str | Path, n: int) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
@@ -111,8 +117,7 @@ def streaming_ppl(
     elapsed = time.perf_counter() - start
     bar.close()
     scored = nll[1:]
-    windows = [float(np.exp(nll[max(s, 1) : s + window].mean()))
-               for s in range(0, len(ids), window) if len(nll[max(s, 1) : s + window])]
+    windows = window_ppl(nll, window)
     return PplResult(
         policy=session.policy.name,
         budget=session.cache.budget,
