@@ -89,7 +89,10 @@ def evict_lowest(cache: KVCache, priority: np.ndarray, need: np.ndarray) -> None
     evictable = cache.valid & ~cache.protected
     if np.any(evictable.sum(-1) < need):
         raise BudgetError("not enough evictable slots: protected tokens fill the budget")
-    key = np.where(evictable, priority, np.inf)
+    # A policy marks what it wants to keep with +inf; that must still rank below protected and
+    # empty slots, or a policy that keeps more than it can would pick a protected slot.
+    finite = np.minimum(priority, np.finfo(np.float64).max, dtype=np.float64)
+    key = np.where(evictable, finite, np.inf)
     lowest = np.argpartition(key, most - 1, axis=-1)[..., :most]
     # Order the `most` candidates so heads that need fewer take their lowest ones.
     order = np.argsort(np.take_along_axis(key, lowest, -1), axis=-1, kind="stable")
