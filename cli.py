@@ -314,6 +314,25 @@ def _eval_ppl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_scenes(args: argparse.Namespace) -> int:
+    from edgekv.runtime.bundle import Bundle
+    from edgekv.runtime.session import Session
+    from edgekv.tools.scene_eval import evaluate
+
+    bundle = Bundle.open(args.bundle)
+    if bundle.manifest.vision is None:
+        raise EdgeKVError(f"{args.bundle} has no vision graph: eval scenes needs a vision bundle")
+    if args.examples < 1:
+        raise EdgeKVError("--examples must be at least 1")
+    session = Session.open(bundle, "full", backend=args.backend, threads=args.threads)
+    score = evaluate(session, args.examples, args.seed, say=_say)
+    if args.mistakes:
+        _print_lines([f"{q!r}: truth {t!r}, said {a!r}" for q, t, a in score.mistakes],
+                     sys.stdout)
+    _print_lines(score.lines(), sys.stdout)
+    return 0
+
+
 def _eval_quality(args: argparse.Namespace) -> int:
     from edgekv.tools.quality import quality_table
 
@@ -544,6 +563,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval_quality)
+
+    p = ev.add_parser("scenes", help="accuracy on held-out synthetic scenes (one frame, one "
+                      "question each, full cache): smolvlm-synthetic's acceptance check")
+    p.add_argument("bundle", help="a vision bundle (e.g. exported from smolvlm-synthetic)")
+    p.add_argument("--examples", type=int, default=200)
+    p.add_argument("--seed", type=int, default=7, help="scene seed (training used 0 and 1)")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--mistakes", action="store_true", help="list the wrong answers")
+    p.set_defaults(func=_eval_scenes)
 
     p = sub.add_parser("verify", help="compare a bundle with its original model")
     p.add_argument("bundle")
