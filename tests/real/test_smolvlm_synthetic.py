@@ -4,7 +4,6 @@ answers colour and shape questions about held-out scenes (one frame, full cache)
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from edgekv.runtime.bundle import Bundle
