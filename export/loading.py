@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def _smollm2_135m() -> ModelSource:
 def _smolvlm_synthetic() -> ModelSource:
     from edgekv.export.smolvlm_synthetic import assemble
 
-    return ModelSource(assemble(say=lambda line: print(line, flush=True)))
+    return ModelSource(assemble(say=lambda line: print(f"edgekv: {line}", file=sys.stderr)))
 
 
 # Built-in names: one line each; the value finds the files on this machine.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -123,5 +124,10 @@ def assemble(directory: Path | None = None, weights: Path | None = None,
     model.save_pretrained(partial)
     processor.save_pretrained(partial)
     (partial / "edgekv_recipe.json").write_text(json.dumps({"weights_sha256": digest}))
-    partial.rename(directory)
+    try:
+        partial.rename(directory)
+    except OSError:
+        if not (directory / "config.json").is_file():  # not another process that finished first
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
     return directory

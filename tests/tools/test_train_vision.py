@@ -117,3 +117,10 @@ def load_tiny_copy(tiny_lm):
 
     lm, tok = tiny_lm
     return copy.deepcopy(lm), copy.deepcopy(tok)
+
+
+def test_assemble_without_weights_says_how_to_make_them(tmp_path):
+    from edgekv.runtime.errors import ModelError
+
+    with pytest.raises(ModelError, match="train_vision"):
+        smolvlm.assemble(tmp_path / "model", weights=tmp_path / "missing.safetensors")
