@@ -8,13 +8,22 @@ exactly one square, "is there a circle on the left?" needs no circle near the mi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgekv.runtime.sources.scene import COLOURS, KINDS, Shape, background, describe, draw
+from edgekv.runtime.sources.scene import (
+    COLOURS,
+    KINDS,
+    Shape,
+    background,
+    describe,
+    draw,
+    shape_mask,
+)
 from edgekv.runtime.sources.synthetic import draw_counter
 
+LABEL_GRID = 8  # smolvlm-synthetic's patch grid: 96 / 12
 NUMBERS = ["zero", "one", "two", "three", "four", "five"]
 SIZES = [(320, 240), (320, 240), (256, 256), (640, 480), (160, 120)]
 
@@ -25,6 +34,23 @@ class Example:
     question: str
     answer: str
     category: str  # colour, shape, count, side, describe, recall
+    # Per frame: what is at each patch centre (colour index + 1, kind index + 1; 0 for the
+    # background), for the auxiliary loss that teaches the tower what to see.
+    labels: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def label_grid(shapes: list[Shape], width: int, height: int, grid: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(colour ids, kind ids) [grid*grid] at the patch centres of the squeezed square frame."""
+    centres = (np.arange(grid) + 0.5) / grid
+    yy, xx = np.meshgrid(centres * height, centres * width, indexing="ij")
+    colour = np.zeros((grid, grid), dtype=np.int64)
+    kind = np.zeros((grid, grid), dtype=np.int64)
+    for s in shapes:  # later shapes are drawn on top
+        mask = shape_mask(s, xx, yy)
+        colour[mask] = list(COLOURS).index(s.colour) + 1
+        kind[mask] = KINDS.index(s.kind) + 1
+    return colour.reshape(-1), kind.reshape(-1)
 
 
 def random_scene(rng: np.random.Generator, width: int, height: int, count: int,
@@ -94,7 +120,8 @@ def single_frame(rng: np.random.Generator, categories: tuple[str, ...]) -> Examp
             break
     category = categories[rng.choice(len(categories), p=weights / weights.sum())]
     question, answer = options[category][rng.integers(len(options[category]))]
-    return Example([render(rng, shapes, width, height)], question, answer, category)
+    return Example([render(rng, shapes, width, height)], question, answer, category,
+                   [label_grid(shapes, width, height, LABEL_GRID)])
 
 
 def recall(rng: np.random.Generator, frames: int) -> Example:
@@ -102,7 +129,7 @@ def recall(rng: np.random.Generator, frames: int) -> Example:
     triangle. The question asks for its colour after the last frame (the needle task)."""
     width, height = SIZES[rng.integers(len(SIZES))]
     needle = int(rng.integers(0, frames - 1))
-    pictures, colour = [], ""
+    pictures, colour, labels = [], "", []
     for i in range(frames):
         shapes = random_scene(rng, width, height, int(rng.integers(1, 4)), ("square", "circle"))
         if i == needle:
@@ -111,7 +138,9 @@ def recall(rng: np.random.Generator, frames: int) -> Example:
                                                for t in extra)] + extra
             colour = extra[0].colour
         pictures.append(render(rng, shapes, width, height))
-    return Example(pictures, f"What {colour_word(rng)} was the triangle?", colour, "recall")
+        labels.append(label_grid(shapes, width, height, LABEL_GRID))
+    return Example(pictures, f"What {colour_word(rng)} was the triangle?", colour, "recall",
+                   labels)
 
 
 def sampler(seed: int, categories: tuple[str, ...] = tuple(WEIGHTS),

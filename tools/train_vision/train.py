@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from edgekv.export import smolvlm_synthetic as smolvlm
+from edgekv.runtime.sources.scene import COLOURS, KINDS
 from edgekv.tools.train_vision.questions import WEIGHTS, Example, sampler
 
 
@@ -36,6 +37,9 @@ class TrainOptions:
     minutes: float = 60.0  # a guard: training stops (and saves) when this runs out
     eval_every: int = 100
     eval_examples: int = 96
+    aux_weight: float = 1.0  # the per-patch colour/kind loss (training only; not shipped)
+    init: str = ""  # warm start from these shipped-format weights (a .safetensors file)
+    stop_after: int = 0  # stop (and save) after this many steps, the schedule unchanged
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Batch:
     mask: torch.Tensor  # [B, T]
     pixels: torch.Tensor  # [F, 3, S, S], frames in order of their image tokens
     targets: torch.Tensor  # [B, T]: the token predicted at each position, -100 where no loss
+    colour_ids: torch.Tensor  # [F, patches]: what each patch centre shows (0 = background)
+    kind_ids: torch.Tensor  # [F, patches]
 
 
 class Trainer:
@@ -61,10 +67,17 @@ class Trainer:
             p.requires_grad_(True)
         table = self.model.model.text_model.embed_tokens.weight
         self.new_rows = torch.nn.Parameter(table[self.base_vocab:].clone())
+        if options.init:
+            state = smolvlm.load_state(Path(options.init))
+            self.new_rows.data[:] = state.pop("model.text_model.embed_tokens.new_rows")
+            self.model.load_state_dict(state, strict=False)
+        width = self.model.config.vision_config.hidden_size
+        # Training-only heads: per patch, which colour and which kind of shape (or none).
+        self.aux = torch.nn.Linear(width, len(COLOURS) + 1 + len(KINDS) + 1)
         self.image_id = self.processor.image_token_id
         self.end_ids = tokenizer.encode("<|im_end|>", add_special_tokens=False)
         self.optimizer = torch.optim.AdamW(
-            [{"params": self.vision, "weight_decay": 0.01},
+            [{"params": [*self.vision, *self.aux.parameters()], "weight_decay": 0.01},
              {"params": [self.new_rows], "weight_decay": 0.0}],
             lr=options.lr, betas=(0.9, 0.98))
 
@@ -76,7 +89,7 @@ class Trainer:
                                                   add_generation_prompt=True)
 
     def batch(self, examples: list[Example]) -> Batch:
-        rows, frames = [], []
+        rows, frames, colour_ids, kind_ids = [], [], [], []
         for ex in examples:
             enc = self.processor(text=self.prompt(ex), images=[list(map(_pil, ex.frames))],
                                  return_tensors="pt")
@@ -84,6 +97,8 @@ class Trainer:
             answer_ids = self.tokenizer.encode(ex.answer, add_special_tokens=False) + self.end_ids
             rows.append((prompt_ids, answer_ids))
             frames.append(enc["pixel_values"][0])
+            colour_ids += [torch.from_numpy(c) for c, _ in ex.labels]
+            kind_ids += [torch.from_numpy(k) for _, k in ex.labels]
         width = max(len(p) + len(a) for p, a in rows)
         ids = torch.zeros(len(rows), width, dtype=torch.long)
         mask = torch.zeros(len(rows), width, dtype=torch.long)
@@ -93,12 +108,15 @@ class Trainer:
             ids[i, : len(seq)] = torch.tensor(seq)
             mask[i, : len(seq)] = 1
             targets[i, len(p) - 1 : len(seq) - 1] = torch.tensor(a)  # position t predicts t+1
-        return Batch(ids, mask, torch.cat(frames), targets)
+        return Batch(ids, mask, torch.cat(frames), targets, torch.stack(colour_ids),
+                     torch.stack(kind_ids))
 
     # -- model ---------------------------------------------------------------------------------
-    def hidden(self, batch: Batch) -> torch.Tensor:
+    def hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the language model's last hidden states, the vision tower's patch states)."""
         inner = self.model.model
-        features = inner.connector(inner.vision_model(pixel_values=batch.pixels).last_hidden_state)
+        patches = inner.vision_model(pixel_values=batch.pixels).last_hidden_state
+        features = inner.connector(patches)
         table = inner.text_model.embed_tokens.weight[: self.base_vocab]
         vocab = torch.cat([table, self.new_rows])
         embeds = F.embedding(batch.ids, vocab)
@@ -106,7 +124,7 @@ class Trainer:
         embeds = embeds.masked_scatter(is_image[..., None],
                                        features.reshape(-1, features.shape[-1]).to(embeds.dtype))
         out = inner.text_model(inputs_embeds=embeds, attention_mask=batch.mask)
-        return out.last_hidden_state
+        return out.last_hidden_state, patches
 
     def logits_at(self, hidden: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         table = self.model.model.text_model.embed_tokens.weight[: self.base_vocab]
@@ -114,7 +132,15 @@ class Trainer:
 
     def loss(self, batch: Batch) -> torch.Tensor:
         where = batch.targets != -100
-        return F.cross_entropy(self.logits_at(self.hidden(batch), where), batch.targets[where])
+        hidden, patches = self.hidden(batch)
+        answer = F.cross_entropy(self.logits_at(hidden, where), batch.targets[where])
+        if not self.options.aux_weight:
+            return answer
+        aux = self.aux(patches)
+        split = len(COLOURS) + 1
+        seen = (F.cross_entropy(aux[..., :split].flatten(0, 1), batch.colour_ids.flatten())
+                + F.cross_entropy(aux[..., split:].flatten(0, 1), batch.kind_ids.flatten()))
+        return answer + self.options.aux_weight * seen
 
     @torch.no_grad()
     def accuracy(self, examples: list[Example]) -> dict[str, float]:
@@ -124,7 +150,7 @@ class Trainer:
         for start in range(0, len(examples), 16):
             part = examples[start : start + 16]
             batch = self.batch(part)
-            logits = self.logits_at(self.hidden(batch), batch.targets != -100)
+            logits = self.logits_at(self.hidden(batch)[0], batch.targets != -100)
             guess = logits.argmax(-1)
             sizes = (batch.targets != -100).sum(1).tolist()
             for ex, g, t in zip(part, guess.split(sizes), batch.targets[batch.targets != -100]
@@ -157,13 +183,14 @@ class Trainer:
             loss = self.loss(self.batch(examples))
             self.optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([*self.vision, self.new_rows], 1.0)
+            torch.nn.utils.clip_grad_norm_([*self.vision, *self.aux.parameters(), self.new_rows],
+                                           1.0)
             self.optimizer.step()
             elapsed = time.monotonic() - start
             if step % 10 == 0 or step <= 3:
                 say(f"step {step}/{o.steps} loss {loss.item():.3f} lr {lr:.2e} "
                     f"{elapsed / 60:.1f} min")
-            last = step == o.steps or elapsed > o.minutes * 60
+            last = step in (o.steps, o.stop_after) or elapsed > o.minutes * 60
             if step % o.eval_every == 0 or last:
                 acc = self.accuracy(held_out)
                 history.append({"step": step, "minutes": round(elapsed / 60, 2), **acc})
