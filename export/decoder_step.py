@@ -136,7 +136,10 @@ class DecoderStep(nn.Module):
                 return rotate(t, cos_c, sin_c)
         idx = torch.arange(c, device=x.device)
         future = (idx.unsqueeze(0) > idx.unsqueeze(1)).to(torch.float32)
-        causal = (future * EMPTY_SLOT_BIAS).expand(n_kv, c, c)
+        # Queries are laid out [Hkv, G*c, D] (row g*c + t: head g of the group, token t), so
+        # each attention product is one plain batched MatMul over the KV heads.
+        causal = (future * EMPTY_SLOT_BIAS).repeat(group, 1)  # [G*c, c]
+        weight = mass_weight.repeat(group).view(1, 1, group * c)  # [1, 1, G*c]
         scale = d**-0.5
         new_keys, new_values, masses = [], [], []
         for i, layer in enumerate(self.layers):
@@ -149,15 +152,25 @@ class DecoderStep(nn.Module):
             new_keys.append(k)
             new_values.append(v)
             past = past_rotated[i] if self.rope_table else rotate(past_keys[i], cos_s[i], sin_s[i])
-            keys = torch.cat([past, rotate_chunk(k)], dim=1)
-            values = torch.cat([past_values[i], v], dim=1)  # [Hkv, B+c, D]
-            q = rotate_chunk(q).reshape(n_kv, group, c, d)
-            scores = torch.matmul(q, keys.unsqueeze(1).transpose(-1, -2)).float() * scale
-            bias = torch.cat([slot_bias[i].unsqueeze(1).expand(-1, c, -1), causal], dim=-1)
-            probs = torch.softmax(scores + bias.unsqueeze(1), dim=-1)  # [Hkv, G, c, B+c]
-            weighted = probs * mass_weight.view(1, 1, c, 1)
-            masses.append(weighted.sum(dim=(1, 2)))
-            out = torch.matmul(probs.to(values.dtype), values.unsqueeze(1))  # [Hkv, G, c, D]
+            q = rotate_chunk(q).reshape(n_kv, group * c, d)
+            # The slots and the chunk are scored apart and never joined: the softmax runs on
+            # the two parts with a shared max, and its normalisation is applied to the small
+            # outputs. Joining K and V copied all B slots on every call (12 of 107 ms of a
+            # decode step at budget 2048, one thread); joining the scores and splitting the
+            # probabilities cost a prefill chunk as much (docs/bench.md, "Levers measured").
+            on_slots = torch.matmul(q, past.transpose(-1, -2)).float() * scale
+            on_slots = on_slots + slot_bias[i].unsqueeze(1)  # [Hkv, G*c, B]
+            on_chunk = torch.matmul(q, rotate_chunk(k).transpose(-1, -2)).float() * scale
+            on_chunk = on_chunk + causal  # [Hkv, G*c, c]
+            top = torch.maximum(on_slots.amax(-1, keepdim=True), on_chunk.amax(-1, keepdim=True))
+            e_slots, e_chunk = torch.exp(on_slots - top), torch.exp(on_chunk - top)
+            inv = 1.0 / (e_slots.sum(-1, keepdim=True) + e_chunk.sum(-1, keepdim=True))
+            # attn_mass: weights x probabilities as a product, normalisation folded into the
+            # weights (one read of the scores, nothing written at their size).
+            w = weight * inv.transpose(-1, -2)  # [Hkv, 1, G*c]
+            masses.append(torch.cat([torch.matmul(w, e_slots), torch.matmul(w, e_chunk)], -1)[:, 0])
+            out = (torch.matmul(e_slots.to(v.dtype), past_values[i])
+                   + torch.matmul(e_chunk.to(v.dtype), v)) * inv.to(v.dtype)
             out = out.reshape(n_kv * group, c, d).transpose(0, 1).reshape(c, n_kv * group * d)
             x = x + layer.o_proj(out)
             h = layer.post_norm(x)
