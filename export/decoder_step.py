@@ -10,6 +10,8 @@ runtime may move, evict, merge and re-number slots freely between calls.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -65,7 +67,10 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 class DecoderStep(nn.Module):
     """inputs_embeds [1,c,H], chunk_pos [c], past K/V [L,Hkv,B,D], slot_pos/slot_bias [L,Hkv,B],
-    mass_weight [c]  ->  logits [1,c,V], new K/V [L,Hkv,c,D], attn_mass [L,Hkv,B+c]."""
+    mass_weight [c]  ->  logits [1,c,V], new K/V [L,Hkv,c,D], attn_mass [L,Hkv,B+c].
+
+    Past K/V may also be L tensors [Hkv,B,D] (bundles with `kv_layout` "per_layer").
+    `logit_rows` [n] (optional input): logits only for these chunk rows, [1,n,V]."""
 
     def __init__(self, dims: DecoderDims, dtype: torch.dtype = torch.float32,
                  rope_table: int = 0) -> None:
@@ -106,11 +111,12 @@ class DecoderStep(nn.Module):
         self,
         inputs_embeds: torch.Tensor,
         chunk_pos: torch.Tensor,
-        past_keys: torch.Tensor,
-        past_values: torch.Tensor,
+        past_keys: torch.Tensor | Sequence[torch.Tensor],
+        past_values: torch.Tensor | Sequence[torch.Tensor],
         slot_pos: torch.Tensor,
         slot_bias: torch.Tensor,
         mass_weight: torch.Tensor,
+        logit_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         dims = self.dims
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
@@ -118,12 +124,16 @@ class DecoderStep(nn.Module):
         x = inputs_embeds[0]
         if self.rope_table:
             tables = (self.cos_table, self.sin_table)
-            n_layers, _, budget, _ = past_keys.shape
-            # Every cached key of every layer in one fused call: [L*Hkv, 1, B, D].
-            past_rotated = torch.ops.edgekv.rope(
-                past_keys.reshape(n_layers * n_kv, 1, budget, d),
-                slot_pos.reshape(n_layers * n_kv, budget), *tables,
-            ).reshape(n_layers, n_kv, budget, d)
+            if isinstance(past_keys, torch.Tensor):
+                n_layers, _, budget, _ = past_keys.shape
+                # Every cached key of every layer in one fused call: [L*Hkv, 1, B, D].
+                past_rotated = torch.ops.edgekv.rope(
+                    past_keys.reshape(n_layers * n_kv, 1, budget, d),
+                    slot_pos.reshape(n_layers * n_kv, budget), *tables,
+                ).reshape(n_layers, n_kv, budget, d)
+            else:  # one tensor per layer: rotate each where it is, no slicing copy
+                past_rotated = [torch.ops.edgekv.rope(k.unsqueeze(1), slot_pos[i], *tables)[:, 0]
+                                for i, k in enumerate(past_keys)]
             chunk_ids = chunk_pos.unsqueeze(0)
 
             def rotate_chunk(t: torch.Tensor) -> torch.Tensor:  # [heads, c, D]
@@ -175,6 +185,8 @@ class DecoderStep(nn.Module):
             x = x + layer.o_proj(out)
             h = layer.post_norm(x)
             x = x + layer.down_proj(nn.functional.silu(layer.gate_proj(h)) * layer.up_proj(h))
+        if logit_rows is not None:  # only these chunk rows need logits (prefill: the last)
+            x = x.index_select(0, logit_rows)
         logits = self.lm_head(self.norm(x)).float().unsqueeze(0)
         return logits, torch.stack(new_keys), torch.stack(new_values), torch.stack(masses)
 
