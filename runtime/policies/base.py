@@ -90,6 +90,12 @@ def evict_lowest(cache: KVCache, priority: np.ndarray, need: np.ndarray) -> None
     if np.any(evictable.sum(-1) < need):
         raise BudgetError("not enough evictable slots: protected tokens fill the budget")
     key = np.where(evictable, priority, np.inf)
+    if most == 1:  # decode: one per head at most, no partial sort needed
+        take = need[..., None] >= 1
+        mask = np.zeros(key.shape, dtype=bool)
+        np.put_along_axis(mask, np.argmin(key, axis=-1)[..., None], take, axis=-1)
+        cache.evict(mask)
+        return
     lowest = np.argpartition(key, most - 1, axis=-1)[..., :most]
     # Order the `most` candidates so heads that need fewer take their lowest ones.
     order = np.argsort(np.take_along_axis(key, lowest, -1), axis=-1, kind="stable")
