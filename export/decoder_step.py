@@ -18,7 +18,6 @@ from torch import nn
 from edgekv.export import rope_op
 from edgekv.export.manifest import EMPTY_SLOT_BIAS, DecoderDims
 
-
 _EXP_FLOOR = -80.0  # softmax exponents below this are taken as this (see DecoderStep.forward)
 
 

@@ -55,6 +55,8 @@ class OrtBackend:
             parts = [array] if len(names) == 1 else list(array)
             self._kv += [(n, ort.OrtValue.ortvalue_from_numpy(a)) for n, a in zip(names, parts,
                                                                                   strict=True)]
+        for name, value in self._kv:  # bindings persist across runs: the cache never moves
+            self.binding.bind_ortvalue_input(name, value)
         self._outputs: dict[tuple[int, int], StepOutput] = {}
         self._dims = manifest.dims
         self._rows = manifest.inputs.get(LOGIT_ROWS)  # None: the graph gives every row
@@ -86,8 +88,6 @@ class OrtBackend:
         b = self.binding
         b.bind_cpu_input(names_in["inputs_embeds"], np.ascontiguousarray(inputs_embeds))
         b.bind_cpu_input(names_in["chunk_pos"], chunk_pos)
-        for name, value in self._kv:
-            b.bind_ortvalue_input(name, value)
         b.bind_cpu_input(names_in["slot_pos"], slot_pos)
         b.bind_cpu_input(names_in["slot_bias"], slot_bias)
         b.bind_cpu_input(names_in["mass_weight"], mass_weight)
