@@ -33,8 +33,9 @@ def gpu_providers(manifest: Manifest, bundle_dir: Path, use_tensorrt: bool) -> l
         c = manifest.chunk
 
         def shapes(n: int) -> str:
+            rows = f",{name[LOGIT_ROWS]}:{n}" if LOGIT_ROWS in name else ""  # every row (run)
             return f"{name['inputs_embeds']}:1x{n}x{h},{name['chunk_pos']}:{n},"\
-                   f"{name['mass_weight']}:{n}"
+                   f"{name['mass_weight']}:{n}{rows}"
 
         cache_dir = str(bundle_dir / "engines" / "ort-trt")
         providers.append(("TensorrtExecutionProvider", {
