@@ -196,8 +196,8 @@ def _stream(args: argparse.Namespace) -> int:
     session = _open_session(args)
     frames_in = stream_session(session)
     system = args.prompt or args.system
-    if system:
-        session.messages.append({"role": "system", "content": session.message_content(system)})
+    if system:  # a standing instruction: protected, so no stream length evicts it
+        session.add_system(system)
     sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     phases.mark("stream")  # for --memory-log / edgekv profile: loading ends, frames begin
     with StopOnSignal() as stopper:
@@ -267,6 +267,38 @@ def _bench_stream(args: argparse.Namespace) -> int:
     return 0 if report.passed() else 1
 
 
+def _bench_needle(args: argparse.Namespace) -> int:
+    from edgekv.runtime.bundle import Bundle
+    from edgekv.runtime.session import Session
+    from edgekv.tools import needle
+
+    def ints(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(v) for v in text.split(",") if v)
+        except ValueError:
+            raise EdgeKVError(f"expected comma-separated integers, not {text!r}") from None
+
+    width, _, height = args.size.lower().partition("x")
+    options = needle.NeedleOptions(
+        gaps=ints(args.gaps), lead=args.lead, trials=args.trials,
+        policies=tuple(p for p in args.policies.split(",") if p and p != "full"),
+        budgets=ints(args.budgets), size=(int(width), int(height)), seed=args.seed)
+    options.check()
+
+    def opener(bundle: Bundle):  # noqa: ANN202 - returns a session factory
+        return lambda policy, budget: Session.open(bundle, policy, backend=args.backend,
+                                                   budget=budget, threads=args.threads)
+
+    bundle = Bundle.open(args.bundle)
+    full = Bundle.open(args.full_bundle) if args.full_bundle else None
+    cells = needle.run(opener(bundle), options,
+                       opener(full) if full else None, full.manifest.budget if full else 0,
+                       say=needle.say_stderr if not args.quiet else lambda _line: None)
+    print(needle.to_json(cells, options) if args.json else "\n".join(needle.table(cells,
+                                                                                  options)))
+    return 0
+
+
 def _eval_ppl(args: argparse.Namespace) -> int:
     from edgekv.tools.ppl import read_tokens, report, run_hf_baseline, streaming_ppl
 
@@ -279,6 +311,25 @@ def _eval_ppl(args: argparse.Namespace) -> int:
         print(json.dumps({**result.to_dict(), **({"hf": hf} if hf else {})}))
     else:
         print(report(result, hf))
+    return 0
+
+
+def _eval_scenes(args: argparse.Namespace) -> int:
+    from edgekv.runtime.bundle import Bundle
+    from edgekv.runtime.session import Session
+    from edgekv.tools.scene_eval import evaluate
+
+    bundle = Bundle.open(args.bundle)
+    if bundle.manifest.vision is None:
+        raise EdgeKVError(f"{args.bundle} has no vision graph: eval scenes needs a vision bundle")
+    if args.examples < 1:
+        raise EdgeKVError("--examples must be at least 1")
+    session = Session.open(bundle, "full", backend=args.backend, threads=args.threads)
+    score = evaluate(session, args.examples, args.seed, say=_say)
+    if args.mistakes:
+        _print_lines([f"{q!r}: truth {t!r}, said {a!r}" for q, t, a in score.mistakes],
+                     sys.stdout)
+    _print_lines(score.lines(), sys.stdout)
     return 0
 
 
@@ -467,6 +518,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench_stream)
 
+    p = sub.add_parser("bench-needle", help="needle in a stream: recall of one distinctive "
+                       "frame by policy, budget and distance (vision bundles)")
+    p.add_argument("bundle", help="bundle directory made by edgekv export (a vision model)")
+    p.add_argument("--full-bundle", default=None,
+                   help="a bundle large enough to hold the whole stream: adds the 'full' row")
+    p.add_argument("--policies", default="window,streaming,h2o,inf-mllm,structured")
+    p.add_argument("--budgets", default="512", help="comma-separated KV budgets")
+    p.add_argument("--gaps", default="1,25,100", help="frames between needle and question")
+    p.add_argument("--lead", type=int, default=10, help="frames before the needle")
+    p.add_argument("--trials", type=int, default=6, help="streams per cell (seeded)")
+    p.add_argument("--size", default="320x240", help="synthetic frame size WxH")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no per-stream lines on stderr")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_bench_needle)
+
     p = sub.add_parser("eval", help="evaluations")
     ev = p.add_subparsers(dest="evaluation", required=True)
     p = ev.add_parser("ppl", help="streaming perplexity of a text under a policy")
@@ -494,6 +563,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval_quality)
+
+    p = ev.add_parser("scenes", help="accuracy on held-out synthetic scenes (one frame, one "
+                      "question each, full cache): smolvlm-synthetic's acceptance check")
+    p.add_argument("bundle", help="a vision bundle (e.g. exported from smolvlm-synthetic)")
+    p.add_argument("--examples", type=int, default=200)
+    p.add_argument("--seed", type=int, default=7, help="scene seed (training used 0 and 1)")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--mistakes", action="store_true", help="list the wrong answers")
+    p.set_defaults(func=_eval_scenes)
 
     p = sub.add_parser("verify", help="compare a bundle with its original model")
     p.add_argument("bundle")

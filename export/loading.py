@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,14 @@ def _smollm2_135m() -> ModelSource:
     return ModelSource(directory, name)
 
 
+def _smolvlm_synthetic() -> ModelSource:
+    from edgekv.export.smolvlm_synthetic import assemble
+
+    return ModelSource(assemble(say=lambda line: print(f"edgekv: {line}", file=sys.stderr)))
+
+
 # Built-in names: one line each; the value finds the files on this machine.
-BUILTINS = {"smollm2-135m": _smollm2_135m}
+BUILTINS = {"smollm2-135m": _smollm2_135m, "smolvlm-synthetic": _smolvlm_synthetic}
 
 
 def resolve(model: str) -> ModelSource:

@@ -176,6 +176,23 @@ class Session:
                 return
 
     # -- chat -----------------------------------------------------------------------------------
+    def add_system(self, text: str, protected: bool = True) -> None:
+        """Open the conversation with a system message and feed it now. Protected (the
+        default), its tokens are never evicted: a standing instruction ("tell me when a
+        triangle appears") survives a stream of any length, at the cost of its slots."""
+        if self.messages or self.pos:
+            raise ValueError("the system message must come before anything else is fed")
+        system = {"role": "system", "content": self.message_content(text)}
+        rendered = self.bundle.text.render([system], add_generation_prompt=False)
+        ids = self.bundle.text.encode(rendered)
+        if protected and len(ids) + self.chunk > self.cache.budget:
+            raise BudgetError(f"the system message is {len(ids)} tokens: with a chunk of "
+                              f"{self.chunk} it does not fit the budget {self.cache.budget} "
+                              "as protected tokens")
+        self.feed(ids, protected=protected)
+        self.messages.append(system)
+        self._fed_text = rendered
+
     def ask(
         self, question: str, max_new_tokens: int = 256, sampler: Sampler | None = None
     ) -> Iterator[str]:

@@ -89,7 +89,10 @@ def evict_lowest(cache: KVCache, priority: np.ndarray, need: np.ndarray) -> None
     evictable = cache.valid & ~cache.protected
     if np.any(evictable.sum(-1) < need):
         raise BudgetError("not enough evictable slots: protected tokens fill the budget")
-    key = np.where(evictable, priority, np.inf)
+    # A policy marks what it wants to keep with +inf; that must still rank below protected and
+    # empty slots, or a policy that keeps more than it can would pick a protected slot.
+    priority = np.asarray(priority, dtype=np.float64 if priority.dtype.kind != "f" else None)
+    key = np.where(evictable, np.minimum(priority, np.finfo(priority.dtype).max), np.inf)
     if most == 1:  # decode: one per head at most, no partial sort needed
         take = need[..., None] >= 1
         mask = np.zeros(key.shape, dtype=bool)

@@ -1,9 +1,11 @@
-"""`synthetic[:key=value,...]`: a generated scene for demos, tests and benchmarks. Coloured
-shapes move and bounce on a gradient, and a seven-segment counter shows the frame number, so a
-model (or a person) can tell frames apart. Seeded: the same spec gives the same frames.
-Pure numpy: it needs no OpenCV.
+"""`synthetic[:key=value,...]`: a generated scene for demos, tests and benchmarks. Shapes of
+named colours (squares, circles, triangles: see `scene.py`) move and bounce on a gradient, and a
+seven-segment counter shows the frame number, so a model (or a person) can tell frames apart.
+Seeded: the same spec gives the same frames, and `shapes_at(i)` is frame i's ground truth.
+It is the scene the built-in `smolvlm-synthetic` model was trained on. Pure numpy: no OpenCV.
 
 Keys: seed (0), size (WxH, 320x240), fps (30: stream time per frame), shapes (4),
+kinds (square+circle+triangle: the shapes that may appear),
 frames (end after this many; default never), live (0; 1 paces frames in real time, as a
 camera does).
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekv.runtime.sources.base import Frame, SourceError
+from edgekv.runtime.sources.scene import COLOURS, KINDS, Shape, background, draw
 
 # Segments a..g of the digits 0-9 (a top, b top-right, c bottom-right, d bottom,
 # e bottom-left, f top-left, g middle).
@@ -30,6 +33,7 @@ class SyntheticOptions:
     height: int = 240
     fps: float = 30.0
     shapes: int = 4
+    kinds: tuple[str, ...] = KINDS
     frames: int | None = None
     live: bool = False
 
@@ -46,13 +50,11 @@ class SyntheticSource:
         self.radius = rng.integers(max(2, min(w, h) // 16), max(3, min(w, h) // 6), n)
         self.pos = rng.uniform([0, 0], [w, h], (n, 2))
         self.vel = rng.uniform(-4.0, 4.0, (n, 2)) * max(w, h) / 320
-        self.colour = rng.integers(40, 256, (n, 3)).astype(np.uint8)
-        self.square = rng.random(n) < 0.5
-        yy, xx = np.mgrid[0:h, 0:w]
-        self.yy, self.xx = yy, xx
-        base = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1),
-                         np.full_like(xx, 96)], -1)
-        self.background = (base // 3).astype(np.uint8)
+        names = list(COLOURS)
+        self.colour = [names[i] for i in rng.integers(0, len(names), n)]
+        kinds = options.kinds
+        self.kind = [kinds[i] for i in rng.integers(0, len(kinds), n)]
+        self.background = background(w, h)
 
     def open(self) -> None:
         self.t0 = time.monotonic()
@@ -70,21 +72,17 @@ class SyntheticSource:
         self.index += 1
         return frame
 
-    def render(self, index: int) -> np.ndarray:
+    def shapes_at(self, index: int) -> list[Shape]:
+        """The shapes of frame `index`, in drawing order."""
         o = self.options
-        image = self.background.copy()
         # Closed-form motion (bouncing = a triangle wave), so frame i never depends on i-1.
         span = np.array([o.width, o.height], dtype=float)
-        travel = np.abs((self.pos + self.vel * index) % (2 * span) - span)
-        centre = span - travel
-        for k in range(len(self.radius)):
-            dx, dy = self.xx - centre[k, 0], self.yy - centre[k, 1]
-            r = self.radius[k]
-            if self.square[k]:
-                mask = (np.abs(dx) <= r) & (np.abs(dy) <= r)
-            else:
-                mask = dx * dx + dy * dy <= r * r
-            image[mask] = self.colour[k]
+        centre = span - np.abs((self.pos + self.vel * index) % (2 * span) - span)
+        return [Shape(self.kind[k], self.colour[k], float(centre[k, 0]), float(centre[k, 1]),
+                      float(self.radius[k])) for k in range(len(self.radius))]
+
+    def render(self, index: int) -> np.ndarray:
+        image = draw(self.background.copy(), self.shapes_at(index))
         draw_counter(image, index)
         return image
 
@@ -120,13 +118,17 @@ def parse_options(arg: str) -> SyntheticOptions:
                 options.width, options.height = width, height
             elif key in ("seed", "shapes", "frames"):
                 setattr(options, key, int(value))
+            elif key == "kinds":
+                options.kinds = tuple(value.split("+"))
+                if not options.kinds or set(options.kinds) - set(KINDS):
+                    raise SourceError(f"synthetic: kinds are {'+'.join(KINDS)}, not {value!r}")
             elif key == "fps":
                 options.fps = float(value)
             elif key == "live":
                 options.live = value not in ("0", "false", "no")
             else:
                 raise SourceError(f"synthetic: unknown key {key!r} "
-                                  "(seed, size, fps, shapes, frames, live)")
+                                  "(seed, size, fps, shapes, kinds, frames, live)")
         except ValueError:
             raise SourceError(f"synthetic: bad value in {item!r}") from None
     if options.width < 8 or options.height < 8 or options.fps <= 0:

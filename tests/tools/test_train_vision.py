@@ -1,0 +1,126 @@
+"""smolvlm-synthetic's training pieces: unambiguous questions, a model assembled around a
+language model, weights that round-trip, and a trainer whose loss goes down (on a tiny LM)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgekv.export import smolvlm_synthetic as smolvlm
+from edgekv.runtime.sources.scene import Shape, describe
+from edgekv.tools.train_vision.questions import sampler, single_frame_questions
+from edgekv.tools.train_vision.train import Trainer, TrainOptions
+from helpers import load_tiny
+
+
+def ask(shapes, width=320):
+    return single_frame_questions(np.random.default_rng(0), shapes, width)
+
+
+def test_questions_are_only_asked_when_the_answer_is_unambiguous():
+    two_squares = [Shape("square", "red", 40, 50, 10), Shape("square", "blue", 280, 50, 10),
+                   Shape("circle", "red", 150, 200, 10)]
+    q = ask(two_squares)
+    assert [a for _, a in q["colour"]] == ["red"]  # the circle only: two squares
+    assert [a for _, a in q["shape"]] == ["square"]  # "the blue object"; red is twice
+    assert dict(q["count"])["How many squares are there?"] == "two"
+    assert dict(q["count"])["How many triangles are there?"] == "zero"
+    sides = dict(q["side"])
+    assert not any("circle" in s for s in sides)  # the circle straddles the middle (x=150±10
+    # is within r of 160)
+    assert q["describe"][0][1] == "A red square, a red circle and a blue square."
+
+
+def test_describe_and_articles():
+    assert describe([Shape("circle", "orange", 5, 5, 2)]) == "an orange circle"
+    assert describe([]) == "nothing"
+
+
+def test_samplers_are_seeded_and_recall_has_one_triangle():
+    a, b = sampler(3)(), sampler(3)()
+    assert a.question == b.question and np.array_equal(a.frames[0], b.frames[0])
+    recall = sampler(5, ("recall",))
+    for _ in range(3):
+        ex = recall()
+        assert 2 <= len(ex.frames) <= 4 and ex.category == "recall"
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir):
+    """A tiny Llama whose output depends on its input: at HF's initializer_range (0.02) a
+    random 2-layer model gives near-uniform logits whatever it is fed, and nothing could be
+    learned through it."""
+    from conftest import tiny_config
+    from transformers import LlamaForCausalLM
+
+    _, tok = load_tiny(tiny_model_dir("llama"))
+    config = tiny_config("llama")
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval(), tok
+
+
+def test_build_keeps_the_language_model_and_adds_the_tokens(tiny_lm):
+    lm, tok = load_tiny_copy(tiny_lm)
+    torch.manual_seed(0)
+    model, processor = smolvlm.build(lm, tok)
+    vocab = lm.config.vocab_size
+    table = model.model.text_model.embed_tokens.weight
+    assert table.shape[0] == vocab + len(smolvlm.NEW_TOKENS)
+    assert torch.equal(table[:vocab], lm.model.embed_tokens.weight)
+    assert model.lm_head.weight.data_ptr() == table.data_ptr()  # tied, as in SmolLM2
+    assert processor.image_token_id == vocab + smolvlm.NEW_TOKENS.index("<image>")
+    ids = torch.tensor([[1, 5, 9, 30]])
+    want = lm(input_ids=ids).logits
+    got = model(input_ids=ids).logits[..., :vocab]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_trained_state_round_trips(tiny_lm):
+    lm, tok = load_tiny_copy(tiny_lm)
+    torch.manual_seed(1)
+    model, _ = smolvlm.build(lm, tok)
+    state = smolvlm.trained_state(model)
+    assert all(v.dtype == torch.float16 for v in state.values())
+    rows = state.pop("model.text_model.embed_tokens.new_rows").float()
+    lm2, tok2 = load_tiny_copy(tiny_lm)
+    torch.manual_seed(2)  # a different initialisation, overwritten by the state
+    again, _ = smolvlm.build(lm2, tok2, {k: v.float() for k, v in state.items()})
+    pixels = torch.rand(1, 3, smolvlm.FRAME, smolvlm.FRAME)
+    with torch.no_grad():
+        a = model.model.vision_model(pixel_values=pixels).last_hidden_state
+        b = again.model.vision_model(pixel_values=pixels).last_hidden_state
+    torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)  # fp16 storage
+    assert rows.shape == (len(smolvlm.NEW_TOKENS), lm.config.hidden_size)
+
+
+def test_trainer_loss_goes_down_on_a_fixed_batch(tiny_lm):
+    lm, tok = load_tiny_copy(tiny_lm)
+    trainer = Trainer(lm, tok, TrainOptions(lr=3e-3, warmup=1))
+    batch = trainer.batch([sampler(0)() for _ in range(4)])
+    frozen = lm.model.layers[0].mlp.up_proj.weight.clone()
+    losses = []
+    for _ in range(12):
+        loss = trainer.loss(batch)
+        trainer.optimizer.zero_grad()
+        loss.backward()
+        trainer.optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    assert torch.equal(frozen, trainer.model.model.text_model.layers[0].mlp.up_proj.weight)
+
+
+def load_tiny_copy(tiny_lm):
+    """A fresh copy (build mutates the tokenizer and the trainer the model's grads)."""
+    import copy
+
+    lm, tok = tiny_lm
+    return copy.deepcopy(lm), copy.deepcopy(tok)
+
+
+def test_assemble_without_weights_says_how_to_make_them(tmp_path):
+    from edgekv.runtime.errors import ModelError
+
+    with pytest.raises(ModelError, match="train_vision"):
+        smolvlm.assemble(tmp_path / "model", weights=tmp_path / "missing.safetensors")
