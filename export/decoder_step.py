@@ -10,11 +10,15 @@ runtime may move, evict, merge and re-number slots freely between calls.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from edgekv.export import rope_op
 from edgekv.export.manifest import EMPTY_SLOT_BIAS, DecoderDims
+
+_EXP_FLOOR = -80.0  # softmax exponents below this are taken as this (see DecoderStep.forward)
 
 
 class RMSNorm(nn.Module):
@@ -65,7 +69,10 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 class DecoderStep(nn.Module):
     """inputs_embeds [1,c,H], chunk_pos [c], past K/V [L,Hkv,B,D], slot_pos/slot_bias [L,Hkv,B],
-    mass_weight [c]  ->  logits [1,c,V], new K/V [L,Hkv,c,D], attn_mass [L,Hkv,B+c]."""
+    mass_weight [c]  ->  logits [1,c,V], new K/V [L,Hkv,c,D], attn_mass [L,Hkv,B+c].
+
+    Past K/V may also be L tensors [Hkv,B,D] (bundles with `kv_layout` "per_layer").
+    `logit_rows` [n] (optional input): logits only for these chunk rows, [1,n,V]."""
 
     def __init__(self, dims: DecoderDims, dtype: torch.dtype = torch.float32,
                  rope_table: int = 0) -> None:
@@ -106,11 +113,12 @@ class DecoderStep(nn.Module):
         self,
         inputs_embeds: torch.Tensor,
         chunk_pos: torch.Tensor,
-        past_keys: torch.Tensor,
-        past_values: torch.Tensor,
+        past_keys: torch.Tensor | Sequence[torch.Tensor],
+        past_values: torch.Tensor | Sequence[torch.Tensor],
         slot_pos: torch.Tensor,
         slot_bias: torch.Tensor,
         mass_weight: torch.Tensor,
+        logit_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         dims = self.dims
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
@@ -118,12 +126,16 @@ class DecoderStep(nn.Module):
         x = inputs_embeds[0]
         if self.rope_table:
             tables = (self.cos_table, self.sin_table)
-            n_layers, _, budget, _ = past_keys.shape
-            # Every cached key of every layer in one fused call: [L*Hkv, 1, B, D].
-            past_rotated = torch.ops.edgekv.rope(
-                past_keys.reshape(n_layers * n_kv, 1, budget, d),
-                slot_pos.reshape(n_layers * n_kv, budget), *tables,
-            ).reshape(n_layers, n_kv, budget, d)
+            if isinstance(past_keys, torch.Tensor):
+                n_layers, _, budget, _ = past_keys.shape
+                # Every cached key of every layer in one fused call: [L*Hkv, 1, B, D].
+                past_rotated = torch.ops.edgekv.rope(
+                    past_keys.reshape(n_layers * n_kv, 1, budget, d),
+                    slot_pos.reshape(n_layers * n_kv, budget), *tables,
+                ).reshape(n_layers, n_kv, budget, d)
+            else:  # one tensor per layer: rotate each where it is, no slicing copy
+                past_rotated = [torch.ops.edgekv.rope(k.unsqueeze(1), slot_pos[i], *tables)[:, 0]
+                                for i, k in enumerate(past_keys)]
             chunk_ids = chunk_pos.unsqueeze(0)
 
             def rotate_chunk(t: torch.Tensor) -> torch.Tensor:  # [heads, c, D]
@@ -136,7 +148,10 @@ class DecoderStep(nn.Module):
                 return rotate(t, cos_c, sin_c)
         idx = torch.arange(c, device=x.device)
         future = (idx.unsqueeze(0) > idx.unsqueeze(1)).to(torch.float32)
-        causal = (future * EMPTY_SLOT_BIAS).expand(n_kv, c, c)
+        # Queries are laid out [Hkv, G*c, D] (row g*c + t: head g of the group, token t), so
+        # each attention product is one plain batched MatMul over the KV heads.
+        causal = (future * EMPTY_SLOT_BIAS).repeat(group, 1)  # [G*c, c]
+        weight = mass_weight.repeat(group).view(1, 1, group * c)  # [1, 1, G*c]
         scale = d**-0.5
         new_keys, new_values, masses = [], [], []
         for i, layer in enumerate(self.layers):
@@ -149,19 +164,35 @@ class DecoderStep(nn.Module):
             new_keys.append(k)
             new_values.append(v)
             past = past_rotated[i] if self.rope_table else rotate(past_keys[i], cos_s[i], sin_s[i])
-            keys = torch.cat([past, rotate_chunk(k)], dim=1)
-            values = torch.cat([past_values[i], v], dim=1)  # [Hkv, B+c, D]
-            q = rotate_chunk(q).reshape(n_kv, group, c, d)
-            scores = torch.matmul(q, keys.unsqueeze(1).transpose(-1, -2)).float() * scale
-            bias = torch.cat([slot_bias[i].unsqueeze(1).expand(-1, c, -1), causal], dim=-1)
-            probs = torch.softmax(scores + bias.unsqueeze(1), dim=-1)  # [Hkv, G, c, B+c]
-            weighted = probs * mass_weight.view(1, 1, c, 1)
-            masses.append(weighted.sum(dim=(1, 2)))
-            out = torch.matmul(probs.to(values.dtype), values.unsqueeze(1))  # [Hkv, G, c, D]
+            q = rotate_chunk(q).reshape(n_kv, group * c, d)
+            # The slots and the chunk are scored apart and never joined: the softmax runs on
+            # the two parts with a shared max, and its normalisation is applied to the small
+            # outputs. Joining K and V copied all B slots on every call (12 of 107 ms of a
+            # decode step at budget 2048, one thread); joining the scores and splitting the
+            # probabilities cost a prefill chunk as much (docs/bench.md, "Levers measured").
+            on_slots = torch.matmul(q, past.transpose(-1, -2)).float() * scale
+            on_slots = on_slots + slot_bias[i].unsqueeze(1)  # [Hkv, G*c, B]
+            on_chunk = torch.matmul(q, rotate_chunk(k).transpose(-1, -2)).float() * scale
+            on_chunk = on_chunk + causal  # [Hkv, G*c, c]
+            top = torch.maximum(on_slots.amax(-1, keepdim=True), on_chunk.amax(-1, keepdim=True))
+            # Clamped at -80 (exp = 2e-35, still a normal float): empty slots (-30000) sent
+            # ONNX Runtime's Exp down its denormal path, 12x slower (a 64-chunk into an empty
+            # cache took 490 ms against 290 full); their weight stays negligible.
+            e_slots = torch.exp((on_slots - top).clamp(min=_EXP_FLOOR))
+            e_chunk = torch.exp((on_chunk - top).clamp(min=_EXP_FLOOR))
+            inv = 1.0 / (e_slots.sum(-1, keepdim=True) + e_chunk.sum(-1, keepdim=True))
+            # attn_mass: weights x probabilities as a product, normalisation folded into the
+            # weights (one read of the scores, nothing written at their size).
+            w = weight * inv.transpose(-1, -2)  # [Hkv, 1, G*c]
+            masses.append(torch.cat([torch.matmul(w, e_slots), torch.matmul(w, e_chunk)], -1)[:, 0])
+            out = (torch.matmul(e_slots.to(v.dtype), past_values[i])
+                   + torch.matmul(e_chunk.to(v.dtype), v)) * inv.to(v.dtype)
             out = out.reshape(n_kv * group, c, d).transpose(0, 1).reshape(c, n_kv * group * d)
             x = x + layer.o_proj(out)
             h = layer.post_norm(x)
             x = x + layer.down_proj(nn.functional.silu(layer.gate_proj(h)) * layer.up_proj(h))
+        if logit_rows is not None:  # only these chunk rows need logits (prefill: the last)
+            x = x.index_select(0, logit_rows)
         logits = self.lm_head(self.norm(x)).float().unsqueeze(0)
         return logits, torch.stack(new_keys), torch.stack(new_values), torch.stack(masses)
 

@@ -176,7 +176,11 @@ def export_model(
     tmp.mkdir(parents=True)
     try:
         log(f"tracing decoder (budget {options.budget}, chunk 1..{options.chunk}, {options.dtype})")
-        proto = onnx_graph.trace(step, options.budget, options.chunk, options.opset, tmp)
+        # ONNX Runtime targets take the cache per layer (zero-copy views) and a `logit_rows`
+        # input; TensorRT bundles keep the original contract (what its backends bind).
+        per_layer = options.target == "ort"
+        proto = onnx_graph.trace(step, options.budget, options.chunk, options.opset, tmp,
+                                 per_layer, rows=per_layer)
         quantized = options.dtype == "int4"
         if quantized:
             log("quantizing weights to block-wise int4 (MatMulNBits)")
@@ -198,7 +202,8 @@ def export_model(
                                      list(embedding.shape), shared_with_lm_head=shared),
             tokenizer=tokenizer_info(tokenizer, model),
             graphs={"decoder": "decoder.onnx"},
-            inputs={n: n for n in onnx_graph.INPUTS},
+            inputs={n: n for n in onnx_graph.INPUTS + [onnx_graph.LOGIT_ROWS] * per_layer},
+            kv_layout="per_layer" if per_layer else "stacked",
             outputs={n: n for n in onnx_graph.OUTPUTS},
             opset=options.opset,
             edgekv_version=edgekv.__version__,

@@ -15,11 +15,12 @@ import onnx
 import torch
 
 from edgekv.export.decoder_step import DecoderStep
-from edgekv.export.manifest import EMPTY_SLOT_BIAS
+from edgekv.export.manifest import EMPTY_SLOT_BIAS, LOGIT_ROWS
 
 INPUTS = ["inputs_embeds", "chunk_pos", "past_keys", "past_values", "slot_pos", "slot_bias",
           "mass_weight"]
 OUTPUTS = ["logits", "new_keys", "new_values", "attn_mass"]
+
 DATA_FILE = "decoder.onnx.data"
 EMBED_FILE = "embed.bin"
 LM_HEAD = "lm_head.weight"
@@ -42,12 +43,50 @@ def example_inputs(step: DecoderStep, budget: int, chunk: int) -> tuple[torch.Te
     )
 
 
-def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path) -> onnx.ModelProto:
-    """Export with one dynamic axis, the chunk length c in [1, chunk]; returns the model proto."""
+class FlatInputs(torch.nn.Module):
+    """Export wrapper for ONNX Runtime bundles: the inputs as a flat list, the cache as one
+    input per layer ([Hkv, B, D] each, `kv_input_names`) when `per_layer`, and the optional
+    `logit_rows` input last when `rows`."""
+
+    def __init__(self, step: DecoderStep, per_layer: bool, rows: bool) -> None:
+        super().__init__()
+        self.step, self.per_layer, self.rows = step, per_layer, rows
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = self.step.dims.num_layers if self.per_layer else 1
+        embeds, pos, kv, rest = args[0], args[1], args[2 : 2 + 2 * n], args[2 + 2 * n :]
+        keys, values = (list(kv[:n]), list(kv[n:])) if self.per_layer else kv
+        logit_rows = rest[3] if self.rows else None
+        return self.step(embeds, pos, keys, values, *rest[:3], logit_rows=logit_rows)
+
+
+def input_names(num_layers: int, per_layer: bool, rows: bool) -> list[str]:
+    names = list(INPUTS)
+    if per_layer:
+        kv = [f"{name}.{i}" for name in ("past_keys", "past_values") for i in range(num_layers)]
+        names = INPUTS[:2] + kv + INPUTS[4:]
+    return names + [LOGIT_ROWS] if rows else names
+
+
+def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path,
+          per_layer: bool = False, rows: bool = False) -> onnx.ModelProto:
+    """Export with one dynamic axis, the chunk length c in [1, chunk]; returns the model proto.
+    `per_layer`: past K/V as one input per layer (manifest `kv_layout` "per_layer"); `rows`:
+    the `logit_rows` input (n in [1, chunk] rows of the chunk get logits)."""
     c = torch.export.Dim("c", min=1, max=max(chunk, 2))
-    dynamic = {name: None for name in INPUTS}
     pos_axis = 1 if step.dims.mrope_section else 0
-    dynamic.update({"inputs_embeds": {1: c}, "chunk_pos": {pos_axis: c}, "mass_weight": {0: c}})
+    axes = {"inputs_embeds": {1: c}, "chunk_pos": {pos_axis: c}, "mass_weight": {0: c},
+            LOGIT_ROWS: {0: torch.export.Dim("n", min=1, max=max(chunk, 2))}}
+    example = example_inputs(step, budget, chunk)
+    module: torch.nn.Module = step.eval()
+    names = input_names(step.dims.num_layers, per_layer, rows)
+    if per_layer or rows:
+        kv = tuple(example[2]) + tuple(example[3]) if per_layer else example[2:4]
+        example = example[:2] + kv + example[4:] + ((torch.arange(chunk),) if rows else ())
+        module = FlatInputs(module, per_layer, rows)
+        dynamic = {"args": tuple(axes.get(name) for name in names)}
+    else:
+        dynamic = {name: axes.get(name) for name in INPUTS}
     table = {}
     if step.rope_table:
         from edgekv.export.rope_onnx import translation_table
@@ -56,9 +95,9 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            step.eval(),
-            example_inputs(step, budget, chunk),
-            input_names=INPUTS,
+            module,
+            example,
+            input_names=names,
             output_names=OUTPUTS,
             dynamic_shapes=dynamic,
             opset_version=opset,
@@ -67,7 +106,25 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path) ->
             verbose=False,
             custom_translation_table=table,
         )
-    return program.model_proto
+    model = program.model_proto
+    if module is not step:
+        _strip_prefix(model, "step.")  # the wrapper's attribute; weights keep DecoderStep's names
+    return model
+
+
+def _strip_prefix(model: onnx.ModelProto, prefix: str) -> None:
+    renamed = {}
+    for tensor in model.graph.initializer:
+        if tensor.name.startswith(prefix):
+            renamed[tensor.name] = tensor.name[len(prefix):]
+            tensor.name = renamed[tensor.name]
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    for value in model.graph.value_info:
+        if value.name in renamed:
+            value.name = renamed[value.name]
 
 
 def save_with_shared_embedding(

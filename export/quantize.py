@@ -2,11 +2,20 @@
 
 Every projection of the decoder layers (`Gemm(x, W, transB=1)` on a weight initializer)
 becomes ONNX Runtime's `com.microsoft.MatMulNBits` with uint4 blocks of `block_size` along
-the input axis and float zero points. The lm_head stays fp32 and keeps sharing `embed.bin`
-with the token lookup. Activations, KV and attention stay fp32. Measured on SmolLM2 (whose
-weights are Q4_1), perplexity over 4,096 tokens at budget 512: fp32 19.5602; int4 with float
-zero points 19.5602 (the Q4_1 grid is kept exactly); with integer zero points (ONNX Runtime's
-own quantizer) 23.42; with the lm_head quantized too 25.20.
+the input axis. The lm_head stays fp32 and keeps sharing `embed.bin` with the token lookup.
+Activations, KV and attention stay fp32. Measured on SmolLM2 (whose weights are Q4_1),
+perplexity over 4,096 tokens at budget 512: fp32 19.5602; int4 with a float offset per block
+19.5602 (the Q4_1 grid is kept exactly); with integer zero points (ONNX Runtime's own
+quantizer) 23.42; with the lm_head quantized too 25.20.
+
+How the float offset is carried (w = scale * q + offset per block, Q4_1's form): MatMulNBits
+takes float zero points, but then ONNX Runtime cannot prepack the weights and dequantizes all
+of them to fp32 on every call (slower than fp32 itself: 196 ms against 41 ms of fp32 Gemm per
+decode step, one thread). So the node gets no zero points (the implicit 8, its fast packed
+kernels) and the rest is exact arithmetic beside it:
+    x . w = MatMulNBits(x) + blocksum(x) . (offset + 8 * scale)
+where blocksum(x) [c, blocks] sums x over each block (shared by the projections that read the
+same x: q/k/v, gate/up) and the second term is a small fp32 Gemm (K/32 columns).
 
 This is an ONNX Runtime contrib op; TensorRT parses blocked DequantizeLinear (opset 21)
 instead, so the manifest records `quant_format` and `edgekv check` refuses contrib ops.
@@ -18,8 +27,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-QUANT_FORMAT = "ort-matmulnbits-uint4-floatzp"
+QUANT_FORMAT = "ort-matmulnbits-uint4-blockoffset"
 BLOCK_SIZE = 32
+# MatMulNBits compute in fp32 (0). Level 4 (int8 activations) decoded only 7% faster, prefilled
+# 10% slower and moved the logits by 2.6 (fails validation); docs/bench.md, "Levers measured".
+ACCURACY_LEVEL = 0
 
 
 def quantize_blocks(weight_nk: np.ndarray, block_size: int = BLOCK_SIZE):
@@ -56,12 +68,14 @@ def dequantize_blocks(packed: np.ndarray, scales: np.ndarray, zero_points: np.nd
 
 
 def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE,
-                   keep: tuple[str, ...] = ("lm_head.weight",)) -> dict[str, np.ndarray]:
+                   keep: tuple[str, ...] = ("lm_head.weight",),
+                   accuracy_level: int = ACCURACY_LEVEL) -> dict[str, np.ndarray]:
     """Rewrite every weight Gemm of `model` in place, but those on `keep`; returns
     {weight name: dequantized W}."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     dequantized: dict[str, np.ndarray] = {}
+    block_sums: dict[str, str] = {}  # input name -> its block sums (one per distinct input)
     nodes = []
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -74,19 +88,49 @@ def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE,
         n, k = w.shape
         packed, scales, zero_points = quantize_blocks(w, block_size)
         dequantized[weight.name] = dequantize_blocks(packed, scales, zero_points, k)
-        names = [f"{weight.name}.q4", f"{weight.name}.scales", f"{weight.name}.zero_points"]
-        for name, array in zip(names, (packed, scales, zero_points), strict=True):
+        # MatMulNBits without zero points computes scale * (q - 8); the block offset makes up
+        # the difference: scale * (q - zp) = scale * (q - 8) + scale * (8 - zp).
+        offset = (scales * (8.0 - zero_points)).astype(np.float32)  # [N, blocks]
+        names = [f"{weight.name}.q4", f"{weight.name}.scales", f"{weight.name}.offset"]
+        for name, array in zip(names, (packed, scales, offset), strict=True):
             graph.initializer.append(numpy_helper.from_array(array, name))
-        has_bias = len(node.input) > 2 and node.input[2] and attrs.get("beta", 1.0) != 0
-        out = node.output[0] + ".nobias" if has_bias else node.output[0]
-        nodes.append(helper.make_node("MatMulNBits", [node.input[0], *names], [out],
+        x = node.input[0]
+        if x not in block_sums:
+            block_sums[x] = _block_sum(graph, nodes, x, k, block_size)
+        quant = node.output[0] + ".q4"
+        nodes.append(helper.make_node("MatMulNBits", [x, *names[:2]], [quant],
                                       name=node.name + ".q4", domain="com.microsoft",
-                                      K=k, N=n, bits=4, block_size=block_size))
-        if has_bias:
-            nodes.append(helper.make_node("Add", [out, node.input[2]], [node.output[0]]))
+                                      K=k, N=n, bits=4, block_size=block_size,
+                                      accuracy_level=accuracy_level))
+        has_bias = len(node.input) > 2 and node.input[2] and attrs.get("beta", 1.0) != 0
+        offset_in = [block_sums[x], names[2]] + ([node.input[2]] if has_bias else [])
+        nodes.append(helper.make_node("Gemm", offset_in, [node.output[0] + ".offset"],
+                                      name=node.name + ".offset", transB=1))
+        nodes.append(helper.make_node("Add", [quant, node.output[0] + ".offset"],
+                                      [node.output[0]], name=node.name + ".add"))
         graph.initializer.remove(weight)
     del graph.node[:]
     graph.node.extend(nodes)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return dequantized
+
+
+def _block_sum(graph: onnx.GraphProto, nodes: list, x: str, k: int, block_size: int) -> str:
+    """Append nodes computing blocksum(x) [c, blocks] from x [c, K]; returns its name."""
+    blocks = -(-k // block_size)
+    source = x
+    if blocks * block_size != k:  # a partial last block sums only the real columns
+        pads = numpy_helper.from_array(np.array([0, 0, 0, blocks * block_size - k], np.int64),
+                                       f"{x}.blockpad")
+        graph.initializer.append(pads)
+        source = f"{x}.padded"
+        nodes.append(helper.make_node("Pad", [x, pads.name], [source]))
+    shape = numpy_helper.from_array(np.array([-1, blocks, block_size], np.int64),
+                                    f"{x}.blockshape")
+    axes = numpy_helper.from_array(np.array([-1], np.int64), f"{x}.blockaxes")
+    graph.initializer.extend([shape, axes])
+    nodes.append(helper.make_node("Reshape", [source, shape.name], [f"{x}.blocks"]))
+    nodes.append(helper.make_node("ReduceSum", [f"{x}.blocks", axes.name], [f"{x}.blocksum"],
+                                  keepdims=0))
+    return f"{x}.blocksum"

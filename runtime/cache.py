@@ -110,19 +110,24 @@ class KVCache:
             return
         self.evictions += int(per_head.max())
         self._drop_ranks(freed, int(per_head.max()))
-        self.orig_pos[freed] = EMPTY
-        self.count[freed] = 0
-        self.score[freed] = 0.0
-        self.protected[freed] = False
-        self.place[freed] = NO_PLACE
-        self.bias[freed] = EMPTY_SLOT_BIAS
-        self.rank[freed] = 0
+        # Index once: seven boolean-mask writes each scanned every slot of every head.
+        at = np.nonzero(freed)
+        self.orig_pos[at] = EMPTY
+        self.count[at] = 0
+        self.score[at] = 0.0
+        self.protected[at] = False
+        self.place[at] = NO_PLACE
+        self.bias[at] = EMPTY_SLOT_BIAS
+        self.rank[at] = 0
         self.n_valid -= per_head
 
     def _drop_ranks(self, freed: np.ndarray, most: int) -> None:
         """Close the gaps the freed slots leave in every head's rank order."""
         freed_rank = np.where(freed, self.rank, np.iinfo(np.int64).max)
-        if most <= 8:  # the usual case (a few tokens per step): compare against each
+        if most == 1:  # decode: at most one per head
+            self.rank -= self.rank > freed_rank.min(-1, keepdims=True)
+            return
+        if most <= 8:  # a few tokens per step: compare against each
             smallest = np.partition(freed_rank, most - 1, axis=-1)[..., :most]
             below = (smallest[..., None, :] < self.rank[..., :, None]).sum(-1)
         else:

@@ -88,11 +88,13 @@ class Session:
         group: int = 0,
         place: np.ndarray | None = None,
         mrope_pos: tuple[np.ndarray, np.ndarray] | None = None,
+        last_only: bool = False,
     ) -> np.ndarray:
         """One decoder call on a chunk of embeddings [1, c, H]; returns its logits [c, V].
 
         M-RoPE bundles take the chunk's (positions [3, c], extents [c]) in `mrope_pos`; text
-        positions when it is None.
+        positions when it is None. `last_only`: only the last row is needed; the result is
+        then [1, V] or [c, V] (whatever the backend's graph can skip), its last row the one.
         """
         start = time.perf_counter()
         c = embeds.shape[1]
@@ -106,7 +108,8 @@ class Session:
             slot_pos, slot_bias, chunk_pos = mrope.graph_inputs(self.cache, mpos, self.mrope_next,
                                                                 self.position_mode)
         graph_start = time.perf_counter()
-        out = self.backend.run(embeds, chunk_pos, slot_pos, slot_bias, self.policy.mass_weight(c))
+        out = self.backend.run(embeds, chunk_pos, slot_pos, slot_bias, self.policy.mass_weight(c),
+                               last_only=last_only)
         self.stats.graph_s += time.perf_counter() - graph_start
         capacity = self.cache.capacity
         self.policy.observe(self.cache, out.attn_mass[..., :capacity])
@@ -144,7 +147,7 @@ class Session:
         logits = None
         for offset in range(0, len(ids), self.chunk):
             part = ids[offset : offset + self.chunk]
-            logits = self.step(self.bundle.embed(part), **meta)
+            logits = self.step(self.bundle.embed(part), last_only=on_chunk is None, **meta)
             if on_chunk is not None:
                 on_chunk(offset, logits)
         return logits[-1].copy()
@@ -165,7 +168,7 @@ class Session:
             token = sampler(logits)
             produced.append(token)
             self.stats.tokens_out += 1
-            logits = self.step(self.bundle.embed(np.array([token])))[-1]
+            logits = self.step(self.bundle.embed(np.array([token])), last_only=True)[-1]
             yield token
             if token in eos:
                 return
@@ -261,7 +264,8 @@ class Session:
                 mpos = (prompt.mrope_pos[:, part], prompt.mrope_extent[part])
             logits = self.step(prompt.embeds[:, part], modality=int(prompt.modality[offset]),
                                group=int(prompt.group[offset]),
-                               place=prompt.place[part] if is_image else None, mrope_pos=mpos)
+                               place=prompt.place[part] if is_image else None, mrope_pos=mpos,
+                               last_only=on_chunk is None)
             if on_chunk is not None:
                 on_chunk(offset, logits)
         return logits[-1].copy()

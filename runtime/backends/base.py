@@ -10,7 +10,7 @@ import numpy as np
 
 @dataclass
 class StepOutput:
-    logits: np.ndarray  # [1, c, V] float32
+    logits: np.ndarray  # [1, c, V] float32 ([1, 1, V] after a last_only run that skipped rows)
     new_keys: np.ndarray  # [L, Hkv, c, D]
     new_values: np.ndarray  # [L, Hkv, c, D]
     attn_mass: np.ndarray  # [L, Hkv, capacity + c] float32
@@ -26,6 +26,10 @@ class Backend(Protocol):
         slot_pos: np.ndarray,
         slot_bias: np.ndarray,
         mass_weight: np.ndarray,
+        last_only: bool = False,
     ) -> StepOutput:
-        """One decoder invocation over the cache buffers the backend was bound to."""
+        """One decoder invocation over the cache buffers the backend was bound to.
+
+        `last_only`: the caller needs the last row's logits only; a backend whose graph can skip
+        the others (`logit_rows`) returns [1, 1, V], any other returns every row."""
         ...

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgekv.export.manifest import Manifest
+from edgekv.export.manifest import LOGIT_ROWS, Manifest
 from edgekv.runtime.backends.base import StepOutput
 from edgekv.runtime.cache import KVCache
 
@@ -47,22 +47,33 @@ class OrtBackend:
         self.io = manifest.inputs, manifest.outputs
         self.cache = cache
         self.binding = self.session.io_binding()
-        self._past_k = ort.OrtValue.ortvalue_from_numpy(cache.keys)
-        self._past_v = ort.OrtValue.ortvalue_from_numpy(cache.values)
-        self._outputs: dict[int, StepOutput] = {}
+        # The cache as OrtValues over its own arrays, bound once: one per input (the whole
+        # buffer, or a view of each layer for per-layer bundles).
+        self._kv: list[tuple[str, ort.OrtValue]] = []
+        for which, array in (("past_keys", cache.keys), ("past_values", cache.values)):
+            names = manifest.kv_input_names(which)
+            parts = [array] if len(names) == 1 else list(array)
+            self._kv += [(n, ort.OrtValue.ortvalue_from_numpy(a)) for n, a in zip(names, parts,
+                                                                                  strict=True)]
+        for name, value in self._kv:  # bindings persist across runs: the cache never moves
+            self.binding.bind_ortvalue_input(name, value)
+        self._outputs: dict[tuple[int, int], StepOutput] = {}
         self._dims = manifest.dims
+        self._rows = manifest.inputs.get(LOGIT_ROWS)  # None: the graph gives every row
+        self._last_row = {c: np.array([c - 1], dtype=np.int64)
+                          for c in range(1, manifest.chunk + 1)}
 
-    def _output_buffers(self, c: int) -> StepOutput:
-        if c not in self._outputs:
+    def _output_buffers(self, c: int, rows: int) -> StepOutput:
+        if (c, rows) not in self._outputs:
             dims, cache = self._dims, self.cache
             kv = (dims.num_layers, dims.num_kv_heads, c, dims.head_dim)
-            self._outputs[c] = StepOutput(
-                logits=np.empty((1, c, dims.vocab_size), dtype=np.float32),
+            self._outputs[c, rows] = StepOutput(
+                logits=np.empty((1, rows, dims.vocab_size), dtype=np.float32),
                 new_keys=np.empty(kv, dtype=cache.keys.dtype),
                 new_values=np.empty(kv, dtype=cache.values.dtype),
                 attn_mass=np.empty(kv[:2] + (cache.capacity + c,), dtype=np.float32),
             )
-        return self._outputs[c]
+        return self._outputs[c, rows]
 
     def run(
         self,
@@ -71,17 +82,22 @@ class OrtBackend:
         slot_pos: np.ndarray,
         slot_bias: np.ndarray,
         mass_weight: np.ndarray,
+        last_only: bool = False,
     ) -> StepOutput:
         names_in, names_out = self.io
         b = self.binding
         b.bind_cpu_input(names_in["inputs_embeds"], np.ascontiguousarray(inputs_embeds))
         b.bind_cpu_input(names_in["chunk_pos"], chunk_pos)
-        b.bind_ortvalue_input(names_in["past_keys"], self._past_k)
-        b.bind_ortvalue_input(names_in["past_values"], self._past_v)
         b.bind_cpu_input(names_in["slot_pos"], slot_pos)
         b.bind_cpu_input(names_in["slot_bias"], slot_bias)
         b.bind_cpu_input(names_in["mass_weight"], mass_weight)
-        out = self._output_buffers(inputs_embeds.shape[1])
+        c = inputs_embeds.shape[1]
+        rows = c
+        if self._rows is not None:
+            row_ids = self._last_row[c] if last_only else np.arange(c, dtype=np.int64)
+            b.bind_cpu_input(self._rows, row_ids)
+            rows = len(row_ids)
+        out = self._output_buffers(c, rows)
         for key in ("logits", "new_keys", "new_values", "attn_mass"):
             buf = getattr(out, key)
             b.bind_output(names_out[key], "cpu", 0, buf.dtype, list(buf.shape),

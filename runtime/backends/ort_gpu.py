@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from edgekv.export.manifest import Manifest
+from edgekv.export.manifest import LOGIT_ROWS, Manifest
 from edgekv.runtime.backends.base import StepOutput
 from edgekv.runtime.backends.device_buffers import TORCH_DTYPES, DeviceBuffers
 from edgekv.runtime.backends.kv_routing import route_kv_to_device
@@ -33,8 +33,9 @@ def gpu_providers(manifest: Manifest, bundle_dir: Path, use_tensorrt: bool) -> l
         c = manifest.chunk
 
         def shapes(n: int) -> str:
+            rows = f",{name[LOGIT_ROWS]}:{n}" if LOGIT_ROWS in name else ""  # every row (run)
             return f"{name['inputs_embeds']}:1x{n}x{h},{name['chunk_pos']}:{n},"\
-                   f"{name['mass_weight']}:{n}"
+                   f"{name['mass_weight']}:{n}{rows}"
 
         cache_dir = str(bundle_dir / "engines" / "ort-trt")
         providers.append(("TensorrtExecutionProvider", {
@@ -64,6 +65,7 @@ class OrtGpuBackend:
                                     TORCH_DTYPES[manifest.dtype], "cuda")
         self.buffers = DeviceBuffers.allocate(manifest, "cuda")
         self.names_in, self.names_out = manifest.inputs, manifest.outputs
+        self.kv_names = {w: manifest.kv_input_names(w) for w in ("past_keys", "past_values")}
         self.binding = self.session.io_binding()
         self.last_logits_only = last_logits_only
         self._c = 0
@@ -83,6 +85,7 @@ class OrtGpuBackend:
         slot_pos: np.ndarray,
         slot_bias: np.ndarray,
         mass_weight: np.ndarray,
+        last_only: bool = False,
     ) -> StepOutput:
         c = inputs_embeds.shape[1]
         self.buffers.load({"inputs_embeds": inputs_embeds, "chunk_pos": chunk_pos,
@@ -91,8 +94,12 @@ class OrtGpuBackend:
         torch.cuda.current_stream().synchronize()  # ORT runs on its own stream
         for name, shape in self.buffers.input_shapes(c).items():
             self._bind(self.names_in[name], self.buffers.inputs[name], shape, output=False)
-        for name, tensor in (("past_keys", self.kv.keys), ("past_values", self.kv.values)):
-            self._bind(self.names_in[name], tensor, tuple(tensor.shape), output=False)
+        for which, tensor in (("past_keys", self.kv.keys), ("past_values", self.kv.values)):
+            names = self.kv_names[which]
+            for name, part in zip(names, [tensor] if len(names) == 1 else tensor, strict=True):
+                self._bind(name, part, tuple(part.shape), output=False)
+        if LOGIT_ROWS in self.names_in:  # every row: the device buffers are sized for them
+            self.binding.bind_cpu_input(self.names_in[LOGIT_ROWS], np.arange(c, dtype=np.int64))
         for name, shape in self.buffers.output_shapes(c).items():
             self._bind(self.names_out[name], self.buffers.outputs[name], shape, output=True)
         self.session.run_with_iobinding(self.binding)

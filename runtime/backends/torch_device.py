@@ -49,6 +49,7 @@ class TorchDeviceBackend:
         slot_pos: np.ndarray,
         slot_bias: np.ndarray,
         mass_weight: np.ndarray,
+        last_only: bool = False,
     ) -> StepOutput:
         logits, new_k, new_v, mass = self.step(
             self._dev(inputs_embeds), self._dev(chunk_pos), self.kv.keys, self.kv.values,

@@ -62,6 +62,7 @@ class TorchBackend:
         slot_pos: np.ndarray,
         slot_bias: np.ndarray,
         mass_weight: np.ndarray,
+        last_only: bool = False,
     ) -> StepOutput:
         outs = self.step(
             torch.from_numpy(np.ascontiguousarray(inputs_embeds)),
@@ -71,6 +72,7 @@ class TorchBackend:
             torch.from_numpy(slot_pos),
             torch.from_numpy(slot_bias),
             torch.from_numpy(mass_weight),
+            torch.tensor([inputs_embeds.shape[1] - 1]) if last_only else None,
         )
         logits, new_keys, new_values, attn_mass = (o.numpy() for o in outs)
         return StepOutput(logits, new_keys, new_values, attn_mass)

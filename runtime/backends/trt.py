@@ -76,6 +76,7 @@ class TrtBackend:
         slot_pos: np.ndarray,
         slot_bias: np.ndarray,
         mass_weight: np.ndarray,
+        last_only: bool = False,
     ) -> StepOutput:
         c = inputs_embeds.shape[1]
         shapes = self.buffers.input_shapes(c)

@@ -91,8 +91,14 @@ def evict_lowest(cache: KVCache, priority: np.ndarray, need: np.ndarray) -> None
         raise BudgetError("not enough evictable slots: protected tokens fill the budget")
     # A policy marks what it wants to keep with +inf; that must still rank below protected and
     # empty slots, or a policy that keeps more than it can would pick a protected slot.
-    finite = np.minimum(priority, np.finfo(np.float64).max, dtype=np.float64)
-    key = np.where(evictable, finite, np.inf)
+    priority = np.asarray(priority, dtype=np.float64 if priority.dtype.kind != "f" else None)
+    key = np.where(evictable, np.minimum(priority, np.finfo(priority.dtype).max), np.inf)
+    if most == 1:  # decode: one per head at most, no partial sort needed
+        take = need[..., None] >= 1
+        mask = np.zeros(key.shape, dtype=bool)
+        np.put_along_axis(mask, np.argmin(key, axis=-1)[..., None], take, axis=-1)
+        cache.evict(mask)
+        return
     lowest = np.argpartition(key, most - 1, axis=-1)[..., :most]
     # Order the `most` candidates so heads that need fewer take their lowest ones.
     order = np.argsort(np.take_along_axis(key, lowest, -1), axis=-1, kind="stable")

@@ -25,17 +25,20 @@ def pool_neighbours(cache: KVCache, score: np.ndarray, kernel: int) -> np.ndarra
     """
     if kernel <= 1:
         return score
-    by_rank = np.full(score.shape, -np.inf, dtype=np.float32)
-    layer, head, slot = np.nonzero(cache.valid)
-    by_rank[layer, head, cache.rank[layer, head, slot]] = score[layer, head, slot]
+    # Ranks are 0..n-1 in every head, so a scatter by rank lines each head up in stream order.
+    # Empty slots all go to one extra column (rank = capacity) holding -inf, out of the way.
+    capacity = score.shape[-1]
+    valid = cache.valid
+    at = np.where(valid, cache.rank, capacity)
+    by_rank = np.full(score.shape[:-1] + (capacity + 1,), -np.inf, dtype=np.float32)
+    np.put_along_axis(by_rank, at, np.where(valid, score, -np.inf), axis=-1)
+    by_rank[..., capacity] = -np.inf
     pooled = by_rank.copy()
     half = kernel // 2
     for shift in range(1, half + 1):
         np.maximum(pooled[..., shift:], by_rank[..., :-shift], out=pooled[..., shift:])
         np.maximum(pooled[..., :-shift], by_rank[..., shift:], out=pooled[..., :-shift])
-    out = np.zeros_like(score)
-    out[layer, head, slot] = pooled[layer, head, cache.rank[layer, head, slot]]
-    return out
+    return np.where(valid, np.take_along_axis(pooled, at, axis=-1), 0.0).astype(np.float32)
 
 
 def last_queries(c: int, window: int) -> np.ndarray:

@@ -24,6 +24,13 @@ class Streaming(Policy):
         return self.sinks + chunk
 
     def make_room(self, cache: KVCache, n: int) -> None:
+        need = np.maximum(n - cache.free_count(), 0)
+        if not cache.protected.any() and np.all(need <= cache.n_valid - self.sinks):
+            # Nothing protected: the oldest non-sinks are the ranks right after the sinks. One
+            # pass, where the general path below cost a float copy and a partial sort.
+            rank = cache.rank
+            cache.evict(cache.valid & (rank >= self.sinks) & (rank < self.sinks + need[..., None]))
+            return
         # The sinks are the tokens at the `sinks` smallest stream positions ever seen; the
         # cache never evicts them, so they are the smallest valid positions still present.
         priority = cache.orig_pos.astype(np.float64)
