@@ -5,7 +5,7 @@ from edgekv.runtime.errors import ModelError
 
 
 def test_unknown_model_names_the_builtins():
-    with pytest.raises(ModelError, match="not a built-in \\(smollm2-135m\\)"):
+    with pytest.raises(ModelError, match="not a built-in \\(smollm2-135m, smolvlm-synthetic\\)"):
         resolve("gpt-17")
 
 
