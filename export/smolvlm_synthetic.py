@@ -67,10 +67,10 @@ def build(language_model: Any, tokenizer: Any, vision_state: dict[str, Any] | No
     state["embed_tokens.weight"] = torch.cat([table, new_rows])
     model.model.text_model.load_state_dict(state)
     if vision_state is not None:
-        missing = model.load_state_dict(vision_state, strict=False)
-        unknown = [k for k in missing.unexpected_keys]
-        if unknown:
-            raise ModelError(f"the vision weights have unknown tensors: {unknown[:3]}")
+        loaded = model.load_state_dict(vision_state, strict=False)
+        if loaded.unexpected_keys:
+            raise ModelError("the vision weights have unknown tensors: "
+                             f"{loaded.unexpected_keys[:3]}")
     model.tie_weights()
     processor = tf.Idefics3Processor(
         tf.Idefics3ImageProcessorPil(size={"longest_edge": 2 * FRAME},

@@ -57,6 +57,7 @@ def random_scene(rng: np.random.Generator, width: int, height: int, count: int,
                  kinds: tuple[str, ...] = KINDS) -> list[Shape]:
     """`count` shapes (fewer if they do not fit) that do not overlap, inside the frame."""
     shapes: list[Shape] = []
+    names = list(COLOURS)
     side = min(width, height)
     for _ in range(count * 30):
         if len(shapes) == count:
@@ -64,7 +65,6 @@ def random_scene(rng: np.random.Generator, width: int, height: int, count: int,
         r = rng.uniform(side / 14, side / 6)
         x, y = rng.uniform(r, width - r), rng.uniform(r, height - r)
         if all(np.hypot(x - s.x, y - s.y) > 1.15 * (r + s.r) for s in shapes):
-            names = list(COLOURS)
             shapes.append(Shape(kinds[rng.integers(len(kinds))],
                                 names[rng.integers(len(names))], float(x), float(y), float(r)))
     return shapes
