@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekv.runtime.rss import rss_peak
 from edgekv.tools import phases
 from edgekv.tools.samplers import Sampler, default_samplers
 
@@ -33,13 +34,20 @@ class MemoryReport:
     phases: list[dict[str, Any]] = field(default_factory=list)  # {"t": seconds, "phase": name}
     plan: dict[str, int] | None = None  # the bundle's memory plan (bytes), if one was recorded
     sources: list[str] = field(default_factory=list)
+    # The high-water mark of RSS an edgekv child recorded of itself at exit (bytes): it holds a
+    # peak that fell between two samples, or samples a sandbox's /proc withheld.
+    rss_high_water: float | None = None
 
     @property
     def metrics(self) -> list[str]:
-        return sorted({k for s in self.samples for k in s if k != "t"})
+        names = {k for s in self.samples for k in s if k != "t"}
+        return sorted(names | ({"rss"} if self.rss_high_water is not None else set()))
 
     def peak(self, metric: str = "rss") -> float:
-        return max((s[metric] for s in self.samples if metric in s), default=0.0)
+        sampled = max((s[metric] for s in self.samples if metric in s), default=0.0)
+        if metric == "rss" and self.rss_high_water is not None:
+            return max(sampled, self.rss_high_water)
+        return sampled
 
     def mean(self, metric: str = "rss") -> float:
         values = [s[metric] for s in self.samples if metric in s]
@@ -73,15 +81,25 @@ def _read_all(samplers: Sequence[Sampler], t: float) -> dict[str, float]:
     return sample
 
 
-def _events(path: str | Path, wall0: float) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
-    """Phase markers (seconds since start) and the last plan recorded in a marker file."""
-    marks, plan = [], None
+@dataclass
+class _Events:
+    marks: list[dict[str, Any]]
+    plan: dict[str, int] | None
+    peak_rss: float | None
+
+
+def _events(path: str | Path, wall0: float) -> _Events:
+    """Phase markers (seconds since start), the last plan, and the largest peak recorded in a
+    marker file."""
+    found = _Events([], None, None)
     for event in phases.read_events(path):
         if "phase" in event:
-            marks.append({"t": event["t"] - wall0, "phase": event["phase"]})
+            found.marks.append({"t": event["t"] - wall0, "phase": event["phase"]})
         elif "plan" in event:
-            plan = event["plan"]
-    return marks, plan
+            found.plan = event["plan"]
+        elif "peak_rss" in event:
+            found.peak_rss = max(found.peak_rss or 0.0, float(event["peak_rss"]))
+    return found
 
 
 def profile_command(
@@ -117,9 +135,9 @@ def profile_command(
             for sampler in active:
                 sampler.close()
         duration = time.perf_counter() - start
-        marks, plan = _events(marker_file, wall0)
-    return MemoryReport(list(command), interval, duration, proc.returncode, samples, marks, plan,
-                        [s.name for s in active])
+        events = _events(marker_file, wall0)
+    return MemoryReport(list(command), interval, duration, proc.returncode, samples,
+                        events.marks, events.plan, [s.name for s in active], events.peak_rss)
 
 
 class MemoryLog:
@@ -158,10 +176,10 @@ class MemoryLog:
         self.thread.join()
         for sampler in self.active:
             sampler.close()
-        marks, plan = _events(self.marker_file, self.wall0)
+        events = _events(self.marker_file, self.wall0)
         report = MemoryReport(["<this process>"], self.interval,
-                              time.perf_counter() - self.start, None, self.samples, marks, plan,
-                              [s.name for s in self.active])
+                              time.perf_counter() - self.start, None, self.samples, events.marks,
+                              events.plan, [s.name for s in self.active], float(rss_peak()))
         report.save(self.out)
         if self._tmp is not None:
             os.environ.pop(phases.ENV, None)

@@ -5,6 +5,7 @@ nothing in a normal run.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 ENV = "EDGEKV_PHASE_LOG"
+_peak_at_exit = False  # whether record_peak is registered to run at exit
 
 
 def mark(phase: str) -> None:
@@ -24,10 +26,22 @@ def record_plan(rows: list[tuple[str, int]]) -> None:
     _write({"plan": dict(rows)})
 
 
+def record_peak() -> None:
+    """This process's RSS high-water mark, so a profile has the peak even if sampling missed it
+    (runs at exit once anything was marked)."""
+    from edgekv.runtime.rss import rss_peak
+
+    _write({"peak_rss": rss_peak()})
+
+
 def _write(event: dict[str, Any]) -> None:
+    global _peak_at_exit
     path = os.environ.get(ENV)
     if not path:
         return
+    if not _peak_at_exit:
+        _peak_at_exit = True
+        atexit.register(record_peak)
     # Appending one short line per event: several processes of one command can share a file.
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"t": time.time(), **event}) + "\n")

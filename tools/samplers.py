@@ -36,7 +36,17 @@ class Sampler(Protocol):
 def _tree(pid: int) -> list[psutil.Process]:
     try:
         root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+    return [root, *_children(root)]
+
+
+def _children(root: psutil.Process) -> list[psutil.Process]:
+    # Listing children reads every process's /proc/PID/stat; one unreadable stranger (a
+    # sandbox's own process, say) makes psutil raise for the whole listing, and that must not
+    # cost us the root's own figure.
+    try:
+        return root.children(recursive=True)
     except psutil.Error:
         return []
 
@@ -49,10 +59,16 @@ class ProcessTreeRss:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        try:
+            self.root: psutil.Process | None = psutil.Process(pid)
+        except psutil.Error:
+            self.root = None
 
     def read(self) -> dict[str, float]:
+        if self.root is None:
+            return {}
         total = 0
-        for proc in _tree(self.pid):
+        for proc in [self.root, *_children(self.root)]:
             try:
                 total += proc.memory_info().rss
             except psutil.Error:  # exited between listing and reading

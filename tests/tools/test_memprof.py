@@ -2,6 +2,7 @@
 phases and the plan recorded by an edgekv child come back, and the exit code passes through."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -83,6 +84,41 @@ def test_sampler_of_a_finished_process_reads_nothing():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert ProcessTreeRss(proc.pid).read() == {}
+
+
+class _Blind:
+    """A sampler that never gets a reading, as a sandbox's /proc may arrange."""
+
+    name = "rss"
+
+    def read(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def test_peak_comes_from_the_child_when_no_sample_was_read(tiny_bundle):
+    # An edgekv child records its own high-water mark at exit; that peak survives a sampler
+    # that read nothing at all.
+    report = profile_command([sys.executable, "-m", "edgekv.cli", "eval", "ppl",
+                              str(tiny_bundle("llama")), "--text", str(TEXT_FILE),
+                              "--tokens", "200", "--quiet"],
+                             interval=0.05, samplers=lambda pid, interval: [_Blind()])
+    assert report.samples == [] and report.exit_code == 0
+    assert 30 * MiB < report.peak("rss") < 400 * MiB  # numpy + ONNX Runtime, not the parent
+    assert "rss" in report.to_dict()["peak"]
+
+
+def test_a_failing_child_listing_still_reads_the_root(monkeypatch):
+    import psutil
+
+    def refuse(self, recursive=False):
+        raise psutil.AccessDenied(1)
+
+    monkeypatch.setattr(psutil.Process, "children", refuse)
+    rss = ProcessTreeRss(os.getpid()).read()["rss"]
+    assert abs(rss - psutil.Process().memory_info().rss) < 0.2 * rss
 
 
 def test_nvmap_from_meminfo_text():
