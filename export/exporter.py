@@ -188,7 +188,8 @@ def export_model(
         embedding = (adapter.embeddings(model).detach().to(DTYPES[options.dtype])
                      .contiguous().numpy())
         shared = dims.tie_word_embeddings  # int4 keeps the lm_head fp32 (export/quantize.py)
-        onnx_graph.save_with_shared_embedding(proto, embedding, shared, tmp)
+        onnx_graph.save_with_shared_embedding(proto, embedding, shared, tmp,
+                                              lm_head_input=per_layer)
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
         manifest = Manifest(
             model=label,
@@ -199,7 +200,8 @@ def export_model(
             dtype=options.dtype,
             position_mode=options.position_mode,
             embedding=EmbeddingTable(onnx_graph.EMBED_FILE, str(embedding.dtype),
-                                     list(embedding.shape), shared_with_lm_head=shared),
+                                     list(embedding.shape), shared_with_lm_head=shared,
+                                     lm_head_input=shared and per_layer),
             tokenizer=tokenizer_info(tokenizer, model),
             graphs={"decoder": "decoder.onnx"},
             inputs={n: n for n in onnx_graph.INPUTS + [onnx_graph.LOGIT_ROWS] * per_layer},

@@ -25,6 +25,7 @@ EMPTY_SLOT_BIAS = -30000.0
 # Optional decoder input (ONNX Runtime bundles): which chunk rows get logits. Prefill needs only
 # the last row; the lm_head over all 64 rows of a chunk was 29 of 338 ms (budget 2048, 1 thread).
 LOGIT_ROWS = "logit_rows"
+LM_HEAD = "lm_head.weight"  # the tied output projection's weight, shared with embed.bin
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class EmbeddingTable:
     dtype: str
     shape: list[int]
     shared_with_lm_head: bool = False  # the graph's lm_head.weight points at this file
+    # The graph also lists lm_head.weight as an input (ONNX Runtime bundles): the runtime binds
+    # the memory-mapped table there, and ONNX Runtime then does not prepack a second copy.
+    lm_head_input: bool = False
 
 
 @dataclass(frozen=True)

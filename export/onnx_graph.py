@@ -15,7 +15,7 @@ import onnx
 import torch
 
 from edgekv.export.decoder_step import DecoderStep
-from edgekv.export.manifest import EMPTY_SLOT_BIAS, LOGIT_ROWS
+from edgekv.export.manifest import EMPTY_SLOT_BIAS, LM_HEAD, LOGIT_ROWS
 
 INPUTS = ["inputs_embeds", "chunk_pos", "past_keys", "past_values", "slot_pos", "slot_bias",
           "mass_weight"]
@@ -23,7 +23,7 @@ OUTPUTS = ["logits", "new_keys", "new_values", "attn_mass"]
 
 DATA_FILE = "decoder.onnx.data"
 EMBED_FILE = "embed.bin"
-LM_HEAD = "lm_head.weight"
+
 _ALIGN = 4096  # page-aligned tensors let ONNX Runtime memory-map them
 
 
@@ -128,9 +128,13 @@ def _strip_prefix(model: onnx.ModelProto, prefix: str) -> None:
 
 
 def save_with_shared_embedding(
-    model: onnx.ModelProto, embedding: np.ndarray, shared: bool, out_dir: Path
+    model: onnx.ModelProto, embedding: np.ndarray, shared: bool, out_dir: Path,
+    lm_head_input: bool = False,
 ) -> None:
-    """Write decoder.onnx, decoder.onnx.data and embed.bin into `out_dir`."""
+    """Write decoder.onnx, decoder.onnx.data and embed.bin into `out_dir`. `lm_head_input`
+    (with `shared`): lm_head.weight is also a graph input, an initializer ONNX Runtime may not
+    treat as constant, so it does not prepack it: the pages of embed.bin are the only copy
+    (int4 SmolLM2: 361 -> 145 MiB at session open; docs/bench.md, "Levers measured")."""
     embedding = np.ascontiguousarray(embedding)
     embedding.tofile(out_dir / EMBED_FILE)
     offset = 0
@@ -138,6 +142,9 @@ def save_with_shared_embedding(
         for tensor in model.graph.initializer:
             if shared and tensor.name == LM_HEAD:
                 _point_at(tensor, EMBED_FILE, 0, embedding.nbytes)
+                if lm_head_input:
+                    model.graph.input.append(onnx.helper.make_tensor_value_info(
+                        LM_HEAD, tensor.data_type, list(tensor.dims)))
                 continue
             raw = onnx.numpy_helper.to_array(tensor).tobytes()
             if len(raw) < 1024:

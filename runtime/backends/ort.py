@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgekv.export.manifest import LOGIT_ROWS, Manifest
+from edgekv.export.manifest import LM_HEAD, LOGIT_ROWS, Manifest
 from edgekv.runtime.backends.base import StepOutput
 from edgekv.runtime.cache import KVCache
 
@@ -32,13 +32,24 @@ class OrtBackend:
     ) -> None:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No CPU arena: its blocks grow by doubling and are never returned, and a 2k-token
+        # prefill left 307 MiB of them behind (int4 bundle, budget 2048: peak 823 -> 516 MiB;
+        # docs/bench.md, "Levers measured"). Activations then come from malloc per run.
+        opts.enable_cpu_mem_arena = False
         if threads:
             opts.intra_op_num_threads = threads
-        if manifest.embedding.shared_with_lm_head:
-            # Hand the memory-mapped embedding to ORT as lm_head's initializer so the matrix
-            # exists once in memory (token lookup reads the same pages).
+        table = manifest.embedding
+        if table.shared_with_lm_head:
+            # The memory-mapped embedding is lm_head's weight too, so the matrix exists once in
+            # memory (token lookup reads the same pages). Bound as an input where the graph
+            # takes it as one: as an initializer ONNX Runtime prepacks a copy (+216 MiB).
             self._shared = ort.OrtValue.ortvalue_from_numpy(embedding)
-            opts.add_initializer("lm_head.weight", self._shared)
+            if table.lm_head_input:
+                # ORT warns at every open that an initializer listed as an input is not a
+                # constant; that is the point here, so only errors are logged.
+                opts.log_severity_level = 3
+            else:
+                opts.add_initializer(LM_HEAD, self._shared)
         self.session = ort.InferenceSession(
             str(bundle_dir / manifest.graphs["decoder"]),
             sess_options=opts,
@@ -57,6 +68,8 @@ class OrtBackend:
                                                                                   strict=True)]
         for name, value in self._kv:  # bindings persist across runs: the cache never moves
             self.binding.bind_ortvalue_input(name, value)
+        if table.shared_with_lm_head and table.lm_head_input:
+            self.binding.bind_ortvalue_input(LM_HEAD, self._shared)
         self._outputs: dict[tuple[int, int], StepOutput] = {}
         self._dims = manifest.dims
         self._rows = manifest.inputs.get(LOGIT_ROWS)  # None: the graph gives every row

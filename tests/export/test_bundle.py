@@ -38,11 +38,25 @@ def test_tied_embedding_is_stored_once(tiny_bundle):
     assert in_data <= (bundle / "decoder.onnx.data").stat().st_size < in_data + embed_bytes
 
 
+def test_tied_lm_head_is_an_input_onnx_runtime_does_not_prepack(tiny_bundle):
+    from edgekv.runtime.session import Session
+
+    bundle = tiny_bundle("llama")
+    m = load_manifest(bundle)
+    assert m.embedding.lm_head_input
+    model = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
+    assert "lm_head.weight" in [i.name for i in model.graph.input]
+    backend = Session.open(Bundle.open(bundle), backend="ort").backend
+    overridable = [i.name for i in backend.session.get_overridable_initializers()]
+    assert overridable == ["lm_head.weight"]  # not a constant: no prepacked copy
+
+
 def test_untied_model_keeps_its_own_lm_head(tiny_bundle):
     bundle = tiny_bundle("mistral")  # the tiny Mistral config does not tie
     model = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
     lm_head = next(t for t in model.graph.initializer if t.name == "lm_head.weight")
     assert {e.key: e.value for e in lm_head.external_data}["location"] == "decoder.onnx.data"
+    assert not load_manifest(bundle).embedding.lm_head_input
 
 
 def _copy(bundle, tmp_path):
