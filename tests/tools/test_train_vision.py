@@ -124,3 +124,54 @@ def test_assemble_without_weights_says_how_to_make_them(tmp_path):
 
     with pytest.raises(ModelError, match="train_vision"):
         smolvlm.assemble(tmp_path / "model", weights=tmp_path / "missing.safetensors")
+
+
+def test_label_grid_counts_a_patch_a_shape_covers_off_centre():
+    from edgekv.tools.train_vision.questions import label_grid
+
+    # 80x80 frame, 8x8 grid of 10 px patches. The square covers x, y in [2, 18]: patch (0, 0)
+    # whole, patch (0, 1) and (1, 0) in part (their centres at 15 are inside) and patch (1, 1)
+    # only its corner, where 4 of its 16 sample points fall.
+    square = Shape("square", "blue", 10, 10, 8)
+    colour, kind = label_grid([square], 80, 80, 8)
+    kind = kind.reshape(8, 8)
+    assert kind[0, 0] == kind[1, 1] == 1  # square is KINDS[0]
+    assert kind[2:, :].sum() == 0 and kind[:, 2:].sum() == 0
+    assert set(colour.tolist()) == {0, 3}  # blue is the third colour
+    # A sliver that reaches one sample point only is background, and later shapes win.
+    sliver = Shape("circle", "red", 40 + 6.6, 45, 1.0)  # covers the point (46.25, 45) only
+    on_top = Shape("triangle", "green", 10, 10, 9)
+    _, kind = label_grid([square, sliver, on_top], 80, 80, 8)
+    assert kind.reshape(8, 8)[4, 4] == 0
+    assert kind.reshape(8, 8)[1, 1] == 3  # the triangle covers 12 of its points, on top
+    assert kind.reshape(8, 8)[0, 0] == 1  # there the square keeps most points
+
+
+def test_see_stage_learns_patches_and_hands_its_head_to_stage_two(tiny_lm, tmp_path):
+    from edgekv.tools.train_vision.see import AUX_PREFIX, SeeOptions, Seer, aux_loss, random_frames
+    from edgekv.tools.train_vision.train import save
+
+    lm, tok = load_tiny_copy(tiny_lm)
+    seer = Seer(lm, tok, SeeOptions(lr=3e-3))
+    frames = random_frames(np.random.default_rng(0), 8, seer.processor.image_processor)
+    assert frames.pixels.shape == (8, 3, smolvlm.FRAME, smolvlm.FRAME)
+    assert (frames.kind_ids > 0).any()
+    losses = []
+    for _ in range(10):
+        loss = aux_loss(seer.head, seer.patches(frames.pixels), frames.colour_ids,
+                        frames.kind_ids)
+        seer.optimizer.zero_grad()
+        loss.backward()
+        seer.optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    out = tmp_path / "see.safetensors"
+    save(seer.state(), out)
+    lm2, tok2 = load_tiny_copy(tiny_lm)
+    trainer = Trainer(lm2, tok2, TrainOptions(init=str(out)))
+    torch.testing.assert_close(trainer.aux.weight, seer.head.weight)
+    tower = trainer.model.model.vision_model
+    with torch.no_grad():
+        torch.testing.assert_close(tower(pixel_values=frames.pixels[:1]).last_hidden_state,
+                                   seer.patches(frames.pixels[:1]), rtol=2e-2, atol=2e-2)
+    assert any(k.startswith(AUX_PREFIX) for k in seer.state())

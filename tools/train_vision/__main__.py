@@ -1,7 +1,10 @@
-"""python -m edgekv.tools.train_vision [--steps N] [--minutes M] [--out FILE]
+"""python -m edgekv.tools.train_vision [see] [--steps N] [--minutes M] [--out FILE]
 
-Trains smolvlm-synthetic's vision tower (see train.py) and writes the weights the package ships
-(assets/smolvlm_synthetic/vision.safetensors by default) plus a JSON log beside them.
+Trains smolvlm-synthetic's vision tower and writes the weights the package ships
+(assets/smolvlm_synthetic/vision.safetensors by default) plus a JSON log beside them. The
+recipe has two stages (docs/smolvlm-synthetic.md): `see` (see.py) teaches the tower per patch
+what it shows, without the language model; the default stage (train.py) then trains tower and
+connector through SmolLM2, `--init` the first stage's file.
 """
 
 from __future__ import annotations
@@ -15,10 +18,15 @@ from edgekv.export import smolvlm_synthetic as smolvlm
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edgekv.tools.train_vision.see import SeeOptions, Seer
     from edgekv.tools.train_vision.train import Trainer, TrainOptions
 
-    defaults = TrainOptions()
-    p = argparse.ArgumentParser(prog="python -m edgekv.tools.train_vision")
+    argv = sys.argv[1:] if argv is None else argv
+    see = bool(argv) and argv[0] == "see"
+    argv = argv[1:] if see else argv
+    stage, options = (Seer, SeeOptions) if see else (Trainer, TrainOptions)
+    defaults = options()
+    p = argparse.ArgumentParser(prog="python -m edgekv.tools.train_vision" + " see" * see)
     for name, value in defaults.__dict__.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     p.add_argument("--out", type=Path, default=smolvlm.ASSET_DIR / smolvlm.WEIGHTS)
@@ -27,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     from edgekv.export.loading import _smollm2_135m, load
 
     language_model, tokenizer = load(_smollm2_135m())
-    trainer = Trainer(language_model, tokenizer, TrainOptions(**args))
+    trainer = stage(language_model, tokenizer, options(**args))
     log = trainer.run(out, say=lambda line: print(line, flush=True))
-    out.with_name("training.json").write_text(json.dumps(log, indent=1) + "\n")
+    name = "seeing.json" if see else "training.json"
+    out.with_name(name).write_text(json.dumps(log, indent=1) + "\n")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 

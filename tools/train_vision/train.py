@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from edgekv.export import smolvlm_synthetic as smolvlm
-from edgekv.runtime.sources.scene import COLOURS, KINDS
 from edgekv.tools.train_vision.questions import WEIGHTS, Example, sampler
+from edgekv.tools.train_vision.see import AUX_PREFIX, aux_head, aux_loss
 
 
 @dataclass
@@ -67,13 +67,16 @@ class Trainer:
             p.requires_grad_(True)
         table = self.model.model.text_model.embed_tokens.weight
         self.new_rows = torch.nn.Parameter(table[self.base_vocab:].clone())
+        # Training-only heads: per patch, which colour and which kind of shape (or none).
+        self.aux = aux_head(self.model.config.vision_config.hidden_size)
         if options.init:
             state = smolvlm.load_state(Path(options.init))
             self.new_rows.data[:] = state.pop("model.text_model.embed_tokens.new_rows")
+            head = {k[len(AUX_PREFIX):]: state.pop(k) for k in list(state)
+                    if k.startswith(AUX_PREFIX)}
+            if head:  # a stage-1 file (see.py): its head keeps the tower seeing shapes
+                self.aux.load_state_dict(head)
             self.model.load_state_dict(state, strict=False)
-        width = self.model.config.vision_config.hidden_size
-        # Training-only heads: per patch, which colour and which kind of shape (or none).
-        self.aux = torch.nn.Linear(width, len(COLOURS) + 1 + len(KINDS) + 1)
         self.image_id = self.processor.image_token_id
         self.end_ids = tokenizer.encode("<|im_end|>", add_special_tokens=False)
         self.optimizer = torch.optim.AdamW(
@@ -136,10 +139,7 @@ class Trainer:
         answer = F.cross_entropy(self.logits_at(hidden, where), batch.targets[where])
         if not self.options.aux_weight:
             return answer
-        aux = self.aux(patches)
-        split = len(COLOURS) + 1
-        seen = (F.cross_entropy(aux[..., :split].flatten(0, 1), batch.colour_ids.flatten())
-                + F.cross_entropy(aux[..., split:].flatten(0, 1), batch.kind_ids.flatten()))
+        seen = aux_loss(self.aux, patches, batch.colour_ids, batch.kind_ids)
         return answer + self.options.aux_weight * seen
 
     @torch.no_grad()
