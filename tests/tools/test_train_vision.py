@@ -175,3 +175,34 @@ def test_see_stage_learns_patches_and_hands_its_head_to_stage_two(tiny_lm, tmp_p
         torch.testing.assert_close(tower(pixel_values=frames.pixels[:1]).last_hidden_state,
                                    seer.patches(frames.pixels[:1]), rtol=2e-2, atol=2e-2)
     assert any(k.startswith(AUX_PREFIX) for k in seer.state())
+
+
+def test_follow_up_turns_are_the_chat_template_of_the_whole_conversation(tiny_lm):
+    lm, tok = load_tiny_copy(tiny_lm)
+    trainer = Trainer(lm, tok, TrainOptions(turns=3))
+    ex = sampler(4, ("colour", "shape", "count", "side"), turns=3)()
+    assert len(ex.follow_ups) == 2
+    batch = trainer.batch([ex])
+    turns = [(ex.question, ex.answer), *ex.follow_ups]
+    messages = []
+    for i, (q, a) in enumerate(turns):
+        content = [{"type": "image"}] * (i == 0) + [{"type": "text", "text": q}]
+        messages += [{"role": "user", "content": content},
+                     {"role": "assistant", "content": [{"type": "text", "text": a}]}]
+    text = trainer.processor.apply_chat_template(messages)
+    from edgekv.tools.train_vision.train import _pil
+
+    want = trainer.processor(text=text, images=[[_pil(ex.frames[0])]],
+                             return_tensors="pt")["input_ids"][0]
+    assert batch.ids[0].tolist() == want[:-1].tolist()  # all but the template's last newline
+    answers = tok.decode(batch.targets[0][batch.targets[0] != -100])
+    assert answers == "".join(a + "<|im_end|>" for _, a in turns)
+
+
+def test_one_turn_examples_are_the_same_with_follow_ups_on():
+    singles = ("colour", "shape", "count", "side", "describe")
+    one, three = sampler(9, singles, turns=1), sampler(9, singles, turns=3)
+    a, b = one(), three()
+    assert (a.question, a.answer) == (b.question, b.answer)
+    assert np.array_equal(a.frames[0], b.frames[0])
+    assert not a.follow_ups and len(b.follow_ups) == 2

@@ -37,6 +37,9 @@ class Example:
     # Per frame: what is at each patch centre (colour index + 1, kind index + 1; 0 for the
     # background), for the auxiliary loss that teaches the tower what to see.
     labels: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    # More (question, answer) turns about the same frames, asked after the first answer in one
+    # conversation: training gets several answers per pass through the language model.
+    follow_ups: list[tuple[str, str]] = field(default_factory=list)
 
 
 def label_grid(shapes: list[Shape], width: int, height: int, grid: int, samples: int = 4
@@ -120,7 +123,10 @@ WEIGHTS = {"colour": 0.3, "shape": 0.2, "count": 0.15, "side": 0.15, "describe":
            "recall": 0.1}
 
 
-def single_frame(rng: np.random.Generator, categories: tuple[str, ...]) -> Example:
+def single_frame(rng: np.random.Generator, categories: tuple[str, ...], turns: int = 1
+                 ) -> Example:
+    """One frame and `turns` questions about it, each of a category drawn by WEIGHTS (the
+    first draws what it drew before follow-ups existed: held-out sets stay the same)."""
     width, height = SIZES[rng.integers(len(SIZES))]
     while True:
         shapes = random_scene(rng, width, height, int(rng.choice([1, 2, 2, 3, 3, 4])))
@@ -128,10 +134,15 @@ def single_frame(rng: np.random.Generator, categories: tuple[str, ...]) -> Examp
         weights = np.array([WEIGHTS[c] if options[c] else 0.0 for c in categories])
         if weights.sum() > 0:
             break
-    category = categories[rng.choice(len(categories), p=weights / weights.sum())]
+    p = weights / weights.sum()
+    category = categories[rng.choice(len(categories), p=p)]
     question, answer = options[category][rng.integers(len(options[category]))]
-    return Example([render(rng, shapes, width, height)], question, answer, category,
-                   [label_grid(shapes, width, height, LABEL_GRID)])
+    example = Example([render(rng, shapes, width, height)], question, answer, category,
+                      [label_grid(shapes, width, height, LABEL_GRID)])
+    for _ in range(turns - 1):
+        more = options[categories[rng.choice(len(categories), p=p)]]
+        example.follow_ups.append(more[rng.integers(len(more))])
+    return example
 
 
 def recall(rng: np.random.Generator, frames: int) -> Example:
@@ -154,7 +165,7 @@ def recall(rng: np.random.Generator, frames: int) -> Example:
 
 
 def sampler(seed: int, categories: tuple[str, ...] = tuple(WEIGHTS),
-            max_frames: int = 4) -> Callable[[], Example]:
+            max_frames: int = 4, turns: int = 1) -> Callable[[], Example]:
     """A function giving the next example of a seeded stream. Different seeds give disjoint
     streams in practice (training uses seed 0, held-out evaluation seed 1)."""
     rng = np.random.default_rng(seed)
@@ -165,6 +176,6 @@ def sampler(seed: int, categories: tuple[str, ...] = tuple(WEIGHTS),
     def next_example() -> Example:
         if rng.random() < share:
             return recall(rng, int(rng.integers(2, max_frames + 1)))
-        return single_frame(rng, single)
+        return single_frame(rng, single, turns)
 
     return next_example

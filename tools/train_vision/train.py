@@ -40,6 +40,7 @@ class TrainOptions:
     aux_weight: float = 1.0  # the per-patch colour/kind loss (training only; not shipped)
     init: str = ""  # warm start from these shipped-format weights (a .safetensors file)
     stop_after: int = 0  # stop (and save) after this many steps, the schedule unchanged
+    turns: int = 1  # questions per single-frame conversation (answers in one pass)
 
 
 @dataclass
@@ -96,23 +97,32 @@ class Trainer:
         for ex in examples:
             enc = self.processor(text=self.prompt(ex), images=[list(map(_pil, ex.frames))],
                                  return_tensors="pt")
-            prompt_ids = enc["input_ids"][0].tolist()
-            answer_ids = self.tokenizer.encode(ex.answer, add_special_tokens=False) + self.end_ids
-            rows.append((prompt_ids, answer_ids))
+            seq, where = enc["input_ids"][0].tolist(), []
+            for question, answer in [(ex.question, ex.answer), *ex.follow_ups]:
+                if len(seq) > enc["input_ids"].shape[1]:  # a follow-up turn, as the template
+                    seq += self.encode(f"\n<|im_start|>user\n{question}<|im_end|>\n"
+                                       "<|im_start|>assistant\n")
+                answer_ids = self.encode(answer) + self.end_ids
+                where.append((len(seq), answer_ids))
+                seq += answer_ids
+            rows.append((seq, where))
             frames.append(enc["pixel_values"][0])
             colour_ids += [torch.from_numpy(c) for c, _ in ex.labels]
             kind_ids += [torch.from_numpy(k) for _, k in ex.labels]
-        width = max(len(p) + len(a) for p, a in rows)
+        width = max(len(seq) for seq, _ in rows)
         ids = torch.zeros(len(rows), width, dtype=torch.long)
         mask = torch.zeros(len(rows), width, dtype=torch.long)
         targets = torch.full((len(rows), width), -100, dtype=torch.long)
-        for i, (p, a) in enumerate(rows):
-            seq = p + a
+        for i, (seq, where) in enumerate(rows):
             ids[i, : len(seq)] = torch.tensor(seq)
             mask[i, : len(seq)] = 1
-            targets[i, len(p) - 1 : len(seq) - 1] = torch.tensor(a)  # position t predicts t+1
+            for start, answer in where:  # position t predicts token t+1
+                targets[i, start - 1 : start - 1 + len(answer)] = torch.tensor(answer)
         return Batch(ids, mask, torch.cat(frames), targets, torch.stack(colour_ids),
                      torch.stack(kind_ids))
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     # -- model ---------------------------------------------------------------------------------
     def hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,7 +177,7 @@ class Trainer:
     def run(self, out: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
         o = self.options
         torch.set_num_threads(o.threads)
-        singles = sampler(o.seed, tuple(c for c in WEIGHTS if c != "recall"))
+        singles = sampler(o.seed, tuple(c for c in WEIGHTS if c != "recall"), turns=o.turns)
         recalls = sampler(o.seed + 1000, ("recall",))
         choose = np.random.default_rng(o.seed + 2000)
         held_out = held_out_examples(o.seed + 1, o.eval_examples)
