@@ -32,10 +32,12 @@ class OrtBackend:
     ) -> None:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # No CPU arena: its blocks grow by doubling and are never returned, and a 2k-token
-        # prefill left 307 MiB of them behind (int4 bundle, budget 2048: peak 823 -> 516 MiB;
-        # docs/bench.md, "Levers measured"). Activations then come from malloc per run.
-        opts.enable_cpu_mem_arena = False
+        # No memory pattern: it plans one block per input shape (each chunk length) and keeps
+        # them all. The arena stays: without it every run mallocs and page-faults its
+        # activations. 2k-token prefill then 128 tokens, budget 2048, 2 threads (docs/bench.md,
+        # "Levers measured"): int4 peak 758 -> 596 MiB, prefill 579 -> 586 tok/s; arena off
+        # instead: 600 MiB but prefill 413 tok/s.
+        opts.enable_mem_pattern = False
         if threads:
             opts.intra_op_num_threads = threads
         table = manifest.embedding
