@@ -206,3 +206,17 @@ def test_one_turn_examples_are_the_same_with_follow_ups_on():
     assert (a.question, a.answer) == (b.question, b.answer)
     assert np.array_equal(a.frames[0], b.frames[0])
     assert not a.follow_ups and len(b.follow_ups) == 2
+
+
+def test_a_run_keeps_its_head_beside_the_weights_and_the_next_run_resumes_it(tiny_lm, tmp_path):
+    from edgekv.tools.train_vision.train import aux_path
+
+    lm, tok = load_tiny_copy(tiny_lm)
+    first = Trainer(lm, tok, TrainOptions(steps=1, batch=2, recall_batch=1, eval_examples=4))
+    out = tmp_path / "vision.safetensors"
+    first.run(out, say=lambda _line: None)
+    assert aux_path(out).is_file()
+    assert not any(k.startswith("aux.") for k in smolvlm.load_state(out))  # shipped: no head
+    lm2, tok2 = load_tiny_copy(tiny_lm)
+    again = Trainer(lm2, tok2, TrainOptions(init=str(out)))
+    torch.testing.assert_close(again.aux.weight, first.aux.weight)

@@ -73,9 +73,12 @@ class Trainer:
         if options.init:
             state = smolvlm.load_state(Path(options.init))
             self.new_rows.data[:] = state.pop("model.text_model.embed_tokens.new_rows")
+            sidecar = aux_path(Path(options.init))
+            if sidecar.is_file():  # an earlier run of this stage left its head beside
+                state.update(smolvlm.load_state(sidecar))
             head = {k[len(AUX_PREFIX):]: state.pop(k) for k in list(state)
                     if k.startswith(AUX_PREFIX)}
-            if head:  # a stage-1 file (see.py): its head keeps the tower seeing shapes
+            if head:  # a fresh head's first gradients would only shake the tower
                 self.aux.load_state_dict(head)
             self.model.load_state_dict(state, strict=False)
         self.image_id = self.processor.image_token_id
@@ -207,6 +210,8 @@ class Trainer:
                 say(f"held-out accuracy at step {step}: "
                     + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()))
                 save(self.state(), out)
+                save({AUX_PREFIX + k: v.detach() for k, v in self.aux.state_dict().items()},
+                     aux_path(out))
             if last:
                 break
         return {"steps": step, "minutes": round((time.monotonic() - start) / 60, 2),
@@ -219,6 +224,11 @@ def held_out_examples(seed: int, count: int) -> list[Example]:
     singles = sampler(seed, tuple(c for c in WEIGHTS if c != "recall"))
     recalls = sampler(seed + 1000, ("recall",))
     return [singles() for _ in range(count)] + [recalls() for _ in range(count // 4)]
+
+
+def aux_path(weights: Path) -> Path:
+    """Where a run keeps its auxiliary head: beside the weights, not in them (not shipped)."""
+    return weights.with_name(weights.stem + ".aux.safetensors")
 
 
 def save(state: dict[str, torch.Tensor], out: Path) -> None:
