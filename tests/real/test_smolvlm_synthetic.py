@@ -40,12 +40,12 @@ def colour_shape_score(smolvlm_bundle):
 
 
 def test_it_sees_colours_and_shapes_better_than_chance(colour_shape_score):
-    # Chance is 1/6 for a colour and 1/3 for a shape (about 0.25 over this mix); 1.5x that
-    # cannot come from answer priors alone.
-    assert colour_shape_score.accuracy() >= 0.375, colour_shape_score.mistakes[:5]
+    # Chance is 1/6 for a colour and 1/3 for a shape (about 0.25 over this mix); twice that
+    # cannot come from answer priors alone (the shipped weights: 43/60 here, 64% on 600).
+    assert colour_shape_score.accuracy() >= 0.5, colour_shape_score.mistakes[:5]
 
 
 @pytest.mark.xfail(strict=True, reason="issue 9's target (>= 90% on colour/shape questions) is "
-                   "not reached by the shipped weights: about 55% measured (README)")
+                   "not reached by the shipped weights: 64% measured on 600 scenes (README)")
 def test_colour_and_shape_accuracy_meets_the_target(colour_shape_score):
     assert colour_shape_score.accuracy() >= 0.9
