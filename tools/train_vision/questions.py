@@ -34,7 +34,7 @@ class Example:
     question: str
     answer: str
     category: str  # colour, shape, count, side, describe, recall
-    # Per frame: what is at each patch centre (colour index + 1, kind index + 1; 0 for the
+    # Per frame: what covers each patch (colour index + 1, kind index + 1; 0 for the
     # background), for the auxiliary loss that teaches the tower what to see.
     labels: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     # More (question, answer) turns about the same frames, asked after the first answer in one
@@ -48,6 +48,8 @@ def label_grid(shapes: list[Shape], width: int, height: int, grid: int, samples:
     that covers most of its samples x samples points (at least two of them; later shapes are
     drawn on top), else 0. Patches on an outline count too: that is where the kind shows, and
     a patch-centre label left the tower's kind probe at 44% (see.py)."""
+    if not shapes:
+        return np.zeros(grid * grid, dtype=np.int64), np.zeros(grid * grid, dtype=np.int64)
     fine = grid * samples
     centres = (np.arange(fine) + 0.5) / fine
     yy, xx = np.meshgrid(centres * height, centres * width, indexing="ij")
@@ -56,13 +58,10 @@ def label_grid(shapes: list[Shape], width: int, height: int, grid: int, samples:
         owner[shape_mask(s, xx, yy)] = i + 1
     per_patch = owner.reshape(grid, samples, grid, samples).transpose(0, 2, 1, 3)
     per_patch = per_patch.reshape(grid * grid, samples * samples)
-    counts = np.stack([(per_patch == i + 1).sum(1) for i in range(len(shapes))], 1) \
-        if shapes else np.zeros((grid * grid, 0), dtype=np.int64)
+    counts = np.stack([(per_patch == i + 1).sum(1) for i in range(len(shapes))], 1)
+    top = np.where(counts.max(1) >= 2, counts.argmax(1) + 1, 0)
     colour_of = np.array([0] + [list(COLOURS).index(s.colour) + 1 for s in shapes])
     kind_of = np.array([0] + [KINDS.index(s.kind) + 1 for s in shapes])
-    top = np.zeros(grid * grid, dtype=np.int64)
-    if shapes:
-        top = np.where(counts.max(1) >= 2, counts.argmax(1) + 1, 0)
     return colour_of[top], kind_of[top]
 
 

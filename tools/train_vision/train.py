@@ -101,8 +101,8 @@ class Trainer:
             enc = self.processor(text=self.prompt(ex), images=[list(map(_pil, ex.frames))],
                                  return_tensors="pt")
             seq, where = enc["input_ids"][0].tolist(), []
-            for question, answer in [(ex.question, ex.answer), *ex.follow_ups]:
-                if len(seq) > enc["input_ids"].shape[1]:  # a follow-up turn, as the template
+            for turn, (question, answer) in enumerate([(ex.question, ex.answer), *ex.follow_ups]):
+                if turn:  # a follow-up: the chat template's user turn, then the assistant's
                     seq += self.encode(f"\n<|im_start|>user\n{question}<|im_end|>\n"
                                        "<|im_start|>assistant\n")
                 answer_ids = self.encode(answer) + self.end_ids
