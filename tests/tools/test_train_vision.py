@@ -148,8 +148,14 @@ def test_label_grid_counts_a_patch_a_shape_covers_off_centre():
 
 
 def test_see_stage_learns_patches_and_hands_its_head_to_stage_two(tiny_lm, tmp_path):
-    from edgekv.tools.train_vision.see import AUX_PREFIX, SeeOptions, Seer, aux_loss, random_frames
-    from edgekv.tools.train_vision.train import save
+    from edgekv.tools.train_vision.see import (
+        AUX_PREFIX,
+        SeeOptions,
+        Seer,
+        aux_loss,
+        random_frames,
+        save,
+    )
 
     lm, tok = load_tiny_copy(tiny_lm)
     seer = Seer(lm, tok, SeeOptions(lr=3e-3))

@@ -80,6 +80,16 @@ def random_frames(rng: np.random.Generator, count: int, image_processor: Any) ->
     return Frames(pixels, torch.stack(colours), torch.stack(kinds))
 
 
+def save(state: dict[str, torch.Tensor], out: Path) -> None:
+    """Write a safetensors file whole or not at all (a run can be stopped mid-save)."""
+    from safetensors.torch import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    save_file(state, str(partial))
+    partial.replace(out)
+
+
 class Seer:
     """The vision tower of a freshly built smolvlm-synthetic plus the per-patch head."""
 
@@ -115,8 +125,6 @@ class Seer:
         return state
 
     def run(self, out: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
-        from edgekv.tools.train_vision.train import save
-
         o = self.options
         torch.set_num_threads(o.threads)
         rng = np.random.default_rng(o.seed)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from edgekv.export import smolvlm_synthetic as smolvlm
 from edgekv.tools.train_vision.questions import WEIGHTS, Example, sampler
-from edgekv.tools.train_vision.see import AUX_PREFIX, aux_head, aux_loss
+from edgekv.tools.train_vision.see import AUX_PREFIX, aux_head, aux_loss, save
 
 
 @dataclass
@@ -229,15 +229,6 @@ def held_out_examples(seed: int, count: int) -> list[Example]:
 def aux_path(weights: Path) -> Path:
     """Where a run keeps its auxiliary head: beside the weights, not in them (not shipped)."""
     return weights.with_name(weights.stem + ".aux.safetensors")
-
-
-def save(state: dict[str, torch.Tensor], out: Path) -> None:
-    from safetensors.torch import save_file
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial")
-    save_file(state, str(partial))
-    partial.replace(out)
 
 
 def _pil(frame: np.ndarray) -> Any:
