@@ -56,12 +56,28 @@ def aux_head(width: int) -> torch.nn.Linear:
     return torch.nn.Linear(width, len(COLOURS) + 1 + len(KINDS) + 1)
 
 
-def aux_loss(head: torch.nn.Linear, patches: torch.Tensor, colour_ids: torch.Tensor,
-             kind_ids: torch.Tensor) -> torch.Tensor:
+def aux_logits(head: torch.nn.Linear, patches: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(colour logits, kind logits) per patch."""
     logits = head(patches)
     split = len(COLOURS) + 1
-    return (F.cross_entropy(logits[..., :split].flatten(0, 1), colour_ids.flatten())
-            + F.cross_entropy(logits[..., split:].flatten(0, 1), kind_ids.flatten()))
+    return logits[..., :split], logits[..., split:]
+
+
+def aux_loss(head: torch.nn.Linear, patches: torch.Tensor, colour_ids: torch.Tensor,
+             kind_ids: torch.Tensor) -> torch.Tensor:
+    colour, kind = aux_logits(head, patches)
+    return (F.cross_entropy(colour.flatten(0, 1), colour_ids.flatten())
+            + F.cross_entropy(kind.flatten(0, 1), kind_ids.flatten()))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, peak: float, step: int, warmup: int, steps: int
+           ) -> float:
+    """Linear warm-up to `peak`, then a cosine to 0 at `steps`; returns the rate set."""
+    lr = peak * min(step / warmup, 0.5 * (1 + math.cos(math.pi * step / steps)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def random_frames(rng: np.random.Generator, count: int, image_processor: Any) -> Frames:
@@ -109,11 +125,10 @@ class Seer:
     @torch.no_grad()
     def accuracy(self, frames: Frames) -> dict[str, float]:
         """Per-patch accuracy on patches a shape covers (background patches are easy)."""
-        logits = self.head(self.patches(frames.pixels))
-        split = len(COLOURS) + 1
+        colour, kind = aux_logits(self.head, self.patches(frames.pixels))
         shown = frames.kind_ids > 0
-        colour = logits[..., :split].argmax(-1) == frames.colour_ids
-        kind = logits[..., split:].argmax(-1) == frames.kind_ids
+        colour = colour.argmax(-1) == frames.colour_ids
+        kind = kind.argmax(-1) == frames.kind_ids
         return {"colour": float(colour[shown].float().mean()),
                 "kind": float(kind[shown].float().mean())}
 
@@ -132,9 +147,7 @@ class Seer:
                                  self.processor.image_processor)
         start, history, step = time.monotonic(), [], 0
         for step in range(1, o.steps + 1):
-            lr = o.lr * min(step / o.warmup, 0.5 * (1 + math.cos(math.pi * step / o.steps)))
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_lr(self.optimizer, o.lr, step, o.warmup, o.steps)
             frames = random_frames(rng, o.batch, self.processor.image_processor)
             loss = aux_loss(self.head, self.patches(frames.pixels), frames.colour_ids,
                             frames.kind_ids)

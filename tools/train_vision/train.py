@@ -9,7 +9,6 @@ same software (CPU float arithmetic, thread count fixed by --threads).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 
 from edgekv.export import smolvlm_synthetic as smolvlm
 from edgekv.tools.train_vision.questions import WEIGHTS, Example, sampler
-from edgekv.tools.train_vision.see import AUX_PREFIX, aux_head, aux_loss, save
+from edgekv.tools.train_vision.see import AUX_PREFIX, aux_head, aux_loss, save, set_lr
 
 
 @dataclass
@@ -186,9 +185,7 @@ class Trainer:
         held_out = held_out_examples(o.seed + 1, o.eval_examples)
         start, history, step = time.monotonic(), [], 0
         for step in range(1, o.steps + 1):
-            lr = o.lr * min(step / o.warmup, 0.5 * (1 + math.cos(math.pi * step / o.steps)))
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_lr(self.optimizer, o.lr, step, o.warmup, o.steps)
             if choose.random() < WEIGHTS["recall"]:
                 examples = [recalls() for _ in range(o.recall_batch)]
             else:
