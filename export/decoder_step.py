@@ -22,36 +22,43 @@ _EXP_FLOOR = -80.0  # softmax exponents below this are taken as this (see Decode
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float) -> None:
+    def __init__(self, size: int, eps: float, fused: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32 as the HF implementations do, then return to the model dtype.
         xf = x.float()
-        # sum * (1/n) rather than mean(): the exporter gives ReduceMean a computed `axes`
-        # input, which TensorRT's ONNX parser rejects (axes must be an initializer).
-        mean_square = xf.pow(2).sum(-1, keepdim=True) * (1.0 / xf.shape[-1])
-        xf = xf * torch.rsqrt(mean_square + self.eps)
-        return self.weight * xf.to(x.dtype)
+        if self.fused:
+            # The pattern ONNX Runtime fuses into one SimplifiedLayerNormalization kernel (mean,
+            # then a division by the root: rsqrt is not matched); 61 norms of 8 nodes each.
+            norm = xf / torch.sqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        else:
+            # sum * (1/n) rather than mean(): the exporter gives ReduceMean a computed `axes`
+            # input, which TensorRT's ONNX parser rejects (axes must be an initializer).
+            mean_square = xf.pow(2).sum(-1, keepdim=True) * (1.0 / xf.shape[-1])
+            norm = xf * torch.rsqrt(mean_square + self.eps)
+        return self.weight * norm.to(x.dtype)
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, dims: DecoderDims) -> None:
+    """One block. q/k/v are one projection and gate/up another (weights concatenated at
+    export): a decode step reads each weight once, in two Gemms instead of five."""
+
+    def __init__(self, dims: DecoderDims, fused_norm: bool = False) -> None:
         super().__init__()
         h, d = dims.hidden_size, dims.head_dim
-        self.input_norm = RMSNorm(h, dims.rms_norm_eps)
-        self.q_proj = nn.Linear(h, dims.num_heads * d, bias=dims.qkv_bias)
-        self.k_proj = nn.Linear(h, dims.num_kv_heads * d, bias=dims.qkv_bias)
-        self.v_proj = nn.Linear(h, dims.num_kv_heads * d, bias=dims.qkv_bias)
+        self.input_norm = RMSNorm(h, dims.rms_norm_eps, fused_norm)
+        self.q_size, self.kv_size = dims.num_heads * d, dims.num_kv_heads * d
+        self.qkv_proj = nn.Linear(h, self.q_size + 2 * self.kv_size, bias=dims.qkv_bias)
         self.o_proj = nn.Linear(dims.num_heads * d, h, bias=False)
         if dims.qk_norm:
-            self.q_norm = RMSNorm(d, dims.rms_norm_eps)
-            self.k_norm = RMSNorm(d, dims.rms_norm_eps)
-        self.post_norm = RMSNorm(h, dims.rms_norm_eps)
-        self.gate_proj = nn.Linear(h, dims.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(h, dims.intermediate_size, bias=False)
+            self.q_norm = RMSNorm(d, dims.rms_norm_eps, fused_norm)
+            self.k_norm = RMSNorm(d, dims.rms_norm_eps, fused_norm)
+        self.post_norm = RMSNorm(h, dims.rms_norm_eps, fused_norm)
+        self.gate_up_proj = nn.Linear(h, 2 * dims.intermediate_size, bias=False)
         self.down_proj = nn.Linear(dims.intermediate_size, h, bias=False)
 
 
@@ -75,15 +82,16 @@ class DecoderStep(nn.Module):
     `logit_rows` [n] (optional input): logits only for these chunk rows, [1,n,V]."""
 
     def __init__(self, dims: DecoderDims, dtype: torch.dtype = torch.float32,
-                 rope_table: int = 0) -> None:
+                 rope_table: int = 0, fused_norm: bool = False) -> None:
         """`rope_table` > 0: positions below it come from a cos/sin table through the fused
         `edgekv::rope` op (ONNX Runtime's RotaryEmbedding); 0: computed in the graph from
-        standard ops only (what TensorRT parses)."""
+        standard ops only (what TensorRT parses). `fused_norm`: RMSNorm in the form ONNX
+        Runtime fuses (ReduceMean, which TensorRT 10.3's parser rejects here)."""
         super().__init__()
         self.dims = dims
         self.rope_table = rope_table
-        self.layers = nn.ModuleList(DecoderLayer(dims) for _ in range(dims.num_layers))
-        self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps)
+        self.layers = nn.ModuleList(DecoderLayer(dims, fused_norm) for _ in range(dims.num_layers))
+        self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, fused_norm)
         self.lm_head = nn.Linear(dims.hidden_size, dims.vocab_size, bias=False)
         self.register_buffer(
             "inv_freq", torch.tensor(dims.rope_inv_freq, dtype=torch.float32), persistent=False
@@ -134,12 +142,14 @@ class DecoderStep(nn.Module):
                     slot_pos.reshape(n_layers * n_kv, budget), *tables,
                 ).reshape(n_layers, n_kv, budget, d)
             else:  # one tensor per layer: rotate each where it is, no slicing copy
-                past_rotated = [torch.ops.edgekv.rope(k.unsqueeze(1), slot_pos[i], *tables)[:, 0]
-                                for i, k in enumerate(past_keys)]
+                # squeeze, not [:, 0]: an index is a Gather in ONNX, which copies every rotated
+                # key again (53 us of a layer's ~300 us at budget 2048); a squeeze is a view.
+                past_rotated = [torch.ops.edgekv.rope(k.unsqueeze(1), slot_pos[i], *tables)
+                                .squeeze(1) for i, k in enumerate(past_keys)]
             chunk_ids = chunk_pos.unsqueeze(0)
 
             def rotate_chunk(t: torch.Tensor) -> torch.Tensor:  # [heads, c, D]
-                return torch.ops.edgekv.rope(t.unsqueeze(0), chunk_ids, *tables)[0]
+                return torch.ops.edgekv.rope(t.unsqueeze(0), chunk_ids, *tables).squeeze(0)
         else:
             cos_c, sin_c = self.rope(chunk_pos)  # [c, D/2]
             cos_s, sin_s = self.rope(slot_pos)  # [L, Hkv, B, D/2]
@@ -156,9 +166,13 @@ class DecoderStep(nn.Module):
         new_keys, new_values, masses = [], [], []
         for i, layer in enumerate(self.layers):
             h = layer.input_norm(x)
-            q = layer.q_proj(h).view(c, -1, d).transpose(0, 1)  # [Hq, c, D]
-            k = layer.k_proj(h).view(c, n_kv, d).transpose(0, 1)  # [Hkv, c, D]
-            v = layer.v_proj(h).view(c, n_kv, d).transpose(0, 1)
+            # Slices, not split(): torch exports a split as SplitToSequence, which TensorRT
+            # 10.3 does not parse.
+            qkv, nq, nkv = layer.qkv_proj(h), layer.q_size, layer.kv_size
+            q, k, v = qkv[:, :nq], qkv[:, nq:nq + nkv], qkv[:, nq + nkv:]
+            q = q.reshape(c, -1, d).transpose(0, 1)  # [Hq, c, D]
+            k = k.reshape(c, n_kv, d).transpose(0, 1)  # [Hkv, c, D]
+            v = v.reshape(c, n_kv, d).transpose(0, 1)
             if dims.qk_norm:
                 q, k = layer.q_norm(q), layer.k_norm(k)
             new_keys.append(k)
@@ -190,7 +204,9 @@ class DecoderStep(nn.Module):
             out = out.reshape(n_kv * group, c, d).transpose(0, 1).reshape(c, n_kv * group * d)
             x = x + layer.o_proj(out)
             h = layer.post_norm(x)
-            x = x + layer.down_proj(nn.functional.silu(layer.gate_proj(h)) * layer.up_proj(h))
+            gate_up, half = layer.gate_up_proj(h), self.dims.intermediate_size
+            gate, up = gate_up[:, :half], gate_up[:, half:]
+            x = x + layer.down_proj(nn.functional.silu(gate) * up)
         if logit_rows is not None:  # only these chunk rows need logits (prefill: the last)
             x = x.index_select(0, logit_rows)
         logits = self.lm_head(self.norm(x)).float().unsqueeze(0)

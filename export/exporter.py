@@ -91,14 +91,14 @@ class ExportOptions:
 
 
 def build_step(
-    model: Any, dtype: str = "fp32", rope_table: int = 0
+    model: Any, dtype: str = "fp32", rope_table: int = 0, fused_norm: bool = False
 ) -> tuple[str, LlamaShapedAdapter, DecoderStep]:
     """(family, adapter, DecoderStep) for an HF model: its weights under the contract's graph."""
     family, adapter = adapter_for(model)
     dims = adapter.dims(model)
     if dims.mrope_section:
         rope_table = 0  # M-RoPE positions have 3 components: computed in the graph
-    step = DecoderStep(dims, rope_table=rope_table)
+    step = DecoderStep(dims, rope_table=rope_table, fused_norm=fused_norm)
     step.load_state_dict(adapter.weights(model), strict=True)
     return family, adapter, step.to(DTYPES[dtype]).eval()
 
@@ -166,7 +166,8 @@ def export_model(
     rope_table = options.rope_table
     if rope_table and options.position_mode == "absolute":
         rope_table = max(rope_table, int(getattr(model.config, "max_position_embeddings", 0)))
-    family, adapter, step = build_step(model, options.dtype, rope_table)
+    family, adapter, step = build_step(model, options.dtype, rope_table,
+                                       fused_norm=options.target == "ort")
     dims = step.dims
     log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
         f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")

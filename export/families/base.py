@@ -10,22 +10,19 @@ import torch
 from edgekv.export.manifest import DecoderDims
 from edgekv.runtime.errors import ModelError
 
-# Our parameter names (DecoderStep) -> HF names under the language model's `layers.{i}`.
-LAYER_WEIGHTS = {
+# Our parameter names (DecoderStep) -> HF names under the language model's `layers.{i}`; a
+# tuple is concatenated along the output rows (DecoderLayer's fused projections).
+LAYER_WEIGHTS: dict[str, str | tuple[str, ...]] = {
     "input_norm.weight": "input_layernorm.weight",
-    "q_proj.weight": "self_attn.q_proj.weight",
-    "k_proj.weight": "self_attn.k_proj.weight",
-    "v_proj.weight": "self_attn.v_proj.weight",
+    "qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                        "self_attn.v_proj.weight"),
     "o_proj.weight": "self_attn.o_proj.weight",
     "post_norm.weight": "post_attention_layernorm.weight",
-    "gate_proj.weight": "mlp.gate_proj.weight",
-    "up_proj.weight": "mlp.up_proj.weight",
+    "gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
     "down_proj.weight": "mlp.down_proj.weight",
 }
 QKV_BIASES = {
-    "q_proj.bias": "self_attn.q_proj.bias",
-    "k_proj.bias": "self_attn.k_proj.bias",
-    "v_proj.bias": "self_attn.v_proj.bias",
+    "qkv_proj.bias": ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
 }
 QK_NORMS = {"q_norm.weight": "self_attn.q_norm.weight", "k_norm.weight": "self_attn.k_norm.weight"}
 
@@ -89,7 +86,7 @@ class LlamaShapedAdapter:
         )
 
     def weights(self, model: Any) -> dict[str, torch.Tensor]:
-        """DecoderStep's state dict, taken from the HF model without copying tensors."""
+        """DecoderStep's state dict, taken from the HF model (copied only where fused)."""
         lm = self.language_model(model)
         names = dict(LAYER_WEIGHTS)
         qkv_bias, qk_norm = self.block_flags(model)
@@ -101,7 +98,9 @@ class LlamaShapedAdapter:
         out: dict[str, torch.Tensor] = {}
         for i in range(len(lm.layers)):
             for ours, theirs in names.items():
-                out[f"layers.{i}.{ours}"] = hf[f"layers.{i}.{theirs}"]
+                parts = [hf[f"layers.{i}.{t}"] for t in
+                         (theirs if isinstance(theirs, tuple) else (theirs,))]
+                out[f"layers.{i}.{ours}"] = torch.cat(parts) if len(parts) > 1 else parts[0]
         out["norm.weight"] = hf["norm.weight"]
         out["lm_head.weight"] = model.get_output_embeddings().weight
         return out

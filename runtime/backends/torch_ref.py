@@ -18,6 +18,14 @@ from edgekv.runtime.cache import KVCache
 from edgekv.runtime.errors import BundleError
 
 _TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+# Bundles exported before the fused projections carry these initializers instead.
+_UNFUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def _unfused_names(name: str) -> list[str]:
+    """'layers.3.qkv_proj.weight' -> the q/k/v initializer names of an older bundle."""
+    prefix, module, kind = name.rsplit(".", 2) if name.count(".") >= 2 else ("", "", "")
+    return [f"{prefix}.{part}.{kind}" for part in _UNFUSED.get(module, ())]
 
 
 class TorchBackend:
@@ -42,13 +50,18 @@ class TorchBackend:
         model = onnx.load(str(bundle_dir / manifest.graphs["decoder"]), load_external_data=False)
         onnx.external_data_helper.load_external_data_for_model(model, str(bundle_dir))
         found = {t.name: t for t in model.graph.initializer}
-        step = DecoderStep(manifest.dims, _TORCH_DTYPES[manifest.dtype], manifest.rope_table)
+        step = DecoderStep(manifest.dims, _TORCH_DTYPES[manifest.dtype], manifest.rope_table,
+                           fused_norm=manifest.target == "ort")
         state = {}
         for name in step.state_dict():
+            parts = [found.get(n) for n in _unfused_names(name)]
             if name == "lm_head.weight" and manifest.embedding.shared_with_lm_head:
                 state[name] = torch.from_numpy(np.array(embedding))
             elif name in found:
                 state[name] = torch.from_numpy(numpy_helper.to_array(found[name]).copy())
+            elif parts and all(p is not None for p in parts):  # exported before the fusion
+                state[name] = torch.cat([torch.from_numpy(numpy_helper.to_array(p).copy())
+                                         for p in parts])
             else:
                 raise BundleError(f"decoder.onnx has no initializer {name!r} for the torch backend")
         step.load_state_dict(state, strict=True)

@@ -51,6 +51,27 @@ def test_tied_lm_head_is_an_input_onnx_runtime_does_not_prepack(tiny_bundle):
     assert overridable == ["lm_head.weight"]  # not a constant: no prepacked copy
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen3"])  # qwen3: q/k norms too
+def test_ort_target_norms_fuse_and_projections_are_stacked(family, tiny_bundle, tmp_path):
+    import onnxruntime as ort
+
+    bundle = tiny_bundle(family)
+    m = load_manifest(bundle)
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(bundle / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(opts.optimized_model_filepath, load_external_data=False)
+    ops = [n.op_type for n in optimized.graph.node]
+    norms_per_layer = 4 if m.dims.qk_norm else 2
+    assert sum("LayerNormalization" in op for op in ops) == norms_per_layer * m.dims.num_layers + 1
+    assert "ReduceMean" not in ops and "Sqrt" not in ops  # no norm left unfused
+    plain = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
+    weights = {t.name for t in plain.graph.initializer}
+    assert {"layers.0.qkv_proj.weight", "layers.0.gate_up_proj.weight"} <= weights
+    assert not any(".q_proj." in w or ".up_proj." in w for w in weights)
+
+
 def test_untied_model_keeps_its_own_lm_head(tiny_bundle):
     bundle = tiny_bundle("mistral")  # the tiny Mistral config does not tie
     model = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)

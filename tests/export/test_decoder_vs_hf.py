@@ -73,3 +73,37 @@ def test_absolute_and_cache_positions_agree_without_eviction(tiny_model_dir, tin
         s = Session.open(bundle, policy="full", position_mode=mode)
         outs.append(s.feed(ids))
     assert np.abs(outs[0] - outs[1]).max() <= 1e-5
+
+
+def test_torch_backend_reads_a_bundle_exported_before_the_stacked_projections(
+        tiny_model_dir, tiny_bundle, tmp_path):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    bundle = tiny_bundle("qwen2", budget=320, chunk=32)  # qwen2: q/k/v biases too
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    model = onnx.load(str(old / "decoder.onnx"))
+    dims = load_manifest(bundle).dims
+    sizes = {"qkv_proj": [dims.num_heads * dims.head_dim] + [dims.num_kv_heads * dims.head_dim] * 2,
+             "gate_up_proj": [dims.intermediate_size] * 2}
+    parts = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+    for init in list(model.graph.initializer):
+        prefix, module, kind = (["", "", ""] + init.name.rsplit(".", 2))[-3:]
+        if module in parts:
+            pieces = np.split(numpy_helper.to_array(init), np.cumsum(sizes[module])[:-1])
+            for part, piece in zip(parts[module], pieces, strict=True):
+                model.graph.initializer.append(
+                    numpy_helper.from_array(piece, f"{prefix}.{part}.{kind}"))
+            model.graph.initializer.remove(init)
+    (old / "decoder.onnx.data").unlink()
+    onnx.save(model, str(old / "decoder.onnx"), save_as_external_data=True,
+              location="decoder.onnx.data")
+    assert not any("qkv_proj" in init.name for init in model.graph.initializer)
+    load_manifest(old, verify=False).with_files(old).save(old)  # as the old exporter did
+    _, tokenizer = load_tiny(tiny_model_dir("qwen2"))
+    ids = text_ids(tokenizer, 40)
+    assert np.array_equal(bundle_logits(old, ids, backend="torch"),
+                          bundle_logits(bundle, ids, backend="torch"))
