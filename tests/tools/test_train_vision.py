@@ -226,3 +226,32 @@ def test_a_run_keeps_its_head_beside_the_weights_and_the_next_run_resumes_it(tin
     lm2, tok2 = load_tiny_copy(tiny_lm)
     again = Trainer(lm2, tok2, TrainOptions(init=str(out)))
     torch.testing.assert_close(again.aux.weight, first.aux.weight)
+
+
+def test_named_takes_the_first_colour_or_shape_word_the_question_lacks():
+    from edgekv.tools.train_vision.text_bound import named
+
+    assert named("The square is a red square.", "What colour is the square?", "colour") == "red"
+    assert named("The red object is a circle.", "What shape is the red object?", "shape") == (
+        "circle")
+    assert named("It is a square, not a circle.", "What shape is the blue object?", "shape") == (
+        "square")
+    assert named("I cannot tell.", "What colour is the circle?", "colour") is None
+
+
+def test_text_bound_asks_every_held_out_colour_and_shape_question_in_words(tiny_lm):
+    from edgekv.tools.scene_eval import CATEGORIES
+    from edgekv.tools.train_vision.text_bound import text_bound
+
+    lm, tok = tiny_lm
+    stream = sampler(7, CATEGORIES)
+    first = [stream() for _ in range(12)]
+    want = {c: sum(ex.category == c for ex in first) for c in ("colour", "shape")}
+    assert all(ex.scene == "" for ex in first if ex.category == "recall")
+    assert all(ex.scene for ex in first if ex.category != "recall")
+    strict, lenient = text_bound(lm, tok, 12, seed=7, max_new_tokens=3)
+    assert {c: strict.total.get(c, 0) for c in want} == want
+    assert lenient.total == strict.total
+    wrong = sum(lenient.total.values()) - sum(lenient.right.values())
+    assert len(lenient.mistakes) == min(wrong, 20)
+    assert all(text.endswith("?") and ". What " in text for text, _t, _s in lenient.mistakes)

@@ -40,6 +40,7 @@ class Example:
     # More (question, answer) turns about the same frames, asked after the first answer in one
     # conversation: training gets several answers per pass through the language model.
     follow_ups: list[tuple[str, str]] = field(default_factory=list)
+    scene: str = ""  # single frames: the scene in words, as `describe` says it
 
 
 def label_grid(shapes: list[Shape], width: int, height: int, grid: int, samples: int = 4
@@ -137,7 +138,7 @@ def single_frame(rng: np.random.Generator, categories: tuple[str, ...], turns: i
     category = categories[rng.choice(len(categories), p=p)]
     question, answer = options[category][rng.integers(len(options[category]))]
     example = Example([render(rng, shapes, width, height)], question, answer, category,
-                      [label_grid(shapes, width, height, LABEL_GRID)])
+                      [label_grid(shapes, width, height, LABEL_GRID)], scene=describe(shapes))
     for _ in range(turns - 1):
         more = options[categories[rng.choice(len(categories), p=p)]]
         example.follow_ups.append(more[rng.integers(len(more))])
