@@ -105,13 +105,20 @@ class KVCache:
         if np.any(mask & self.protected):
             raise BudgetError("a policy tried to evict a protected slot")
         freed = mask & self.valid
-        per_head = freed.sum(-1)
-        if not per_head.any():
+        per_head = freed.view(np.uint8).sum(-1, dtype=np.int64)  # a bool sum casts: 3x slower
+        most = int(per_head.max())
+        if most == 0:
             return
-        self.evictions += int(per_head.max())
-        self._drop_ranks(freed, int(per_head.max()))
-        # Index once: seven boolean-mask writes each scanned every slot of every head.
-        at = np.nonzero(freed)
+        self.evictions += most
+        if most == 1:  # decode: one slot per head at most, found without a full nonzero scan
+            layer, head = np.nonzero(per_head)
+            at = (layer, head, freed.argmax(-1)[layer, head])
+            gone = np.full(per_head.shape, np.iinfo(np.int64).max)
+            gone[layer, head] = self.rank[at]
+            np.subtract(self.rank, 1, out=self.rank, where=self.rank > gone[..., None])
+        else:
+            self._drop_ranks(freed, most)
+            at = np.nonzero(freed)
         self.orig_pos[at] = EMPTY
         self.count[at] = 0
         self.score[at] = 0.0
@@ -122,12 +129,9 @@ class KVCache:
         self.n_valid -= per_head
 
     def _drop_ranks(self, freed: np.ndarray, most: int) -> None:
-        """Close the gaps the freed slots leave in every head's rank order."""
-        freed_rank = np.where(freed, self.rank, np.iinfo(np.int64).max)
-        if most == 1:  # decode: at most one per head
-            self.rank -= self.rank > freed_rank.min(-1, keepdims=True)
-            return
+        """Close the gaps the freed slots (`most` > 1 in some head) leave in the rank order."""
         if most <= 8:  # a few tokens per step: compare against each
+            freed_rank = np.where(freed, self.rank, np.iinfo(np.int64).max)
             smallest = np.partition(freed_rank, most - 1, axis=-1)[..., :most]
             below = (smallest[..., None, :] < self.rank[..., :, None]).sum(-1)
         else:
@@ -139,12 +143,12 @@ class KVCache:
 
     def free_slots(self, n: int) -> np.ndarray:
         """`n` free slots below the budget in every (layer, head): [L, Hkv, n]."""
-        taken = self.valid[..., : self.budget]
-        if (self.budget - taken.sum(-1)).min() < n:
+        if self.free_count().min() < n:
             raise BudgetError(
                 f"{n} new tokens do not fit: {self.occupied()} of {self.budget} slots are "
                 "occupied (the policy must evict first)"
             )
+        taken = self.valid[..., : self.budget]
         if n == 1:
             return np.argmin(taken, axis=-1)[..., None]
         # The first n free slots of each head (linear time; every head has at least n).

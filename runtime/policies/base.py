@@ -76,6 +76,27 @@ class Policy:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
 
+def evict_oldest(cache: KVCache, n: int, sinks: int = 0) -> None:
+    """Make room for `n` tokens by evicting, per (layer, head), the oldest tokens but the first
+    `sinks` (StreamingLLM's attention sinks; `window` has none)."""
+    need = np.maximum(n - cache.free_count(), 0)
+    if not cache.protected.any() and np.all(need <= cache.n_valid - sinks):
+        # Nothing protected: the oldest non-sinks are the ranks right after the sinks. One
+        # pass, where the general path below cost a float copy and a partial sort. (Empty
+        # slots have rank 0 too; `evict` skips them.)
+        rank = cache.rank
+        if need.max() <= 1:  # decode
+            cache.evict((rank == sinks) & (need >= 1)[..., None])
+        else:
+            cache.evict((rank >= sinks) & (rank < sinks + need[..., None]))
+        return
+    # The sinks are the tokens at the `sinks` smallest stream positions ever seen; the cache
+    # never evicts them, so they are the smallest valid positions still present.
+    priority = cache.orig_pos.astype(np.float64)
+    priority[(cache.rank < sinks) & cache.valid] = np.inf
+    evict_lowest(cache, priority, n - cache.free_count())
+
+
 def evict_lowest(cache: KVCache, priority: np.ndarray, need: np.ndarray) -> None:
     """Evict, per (layer, head), the `need[l, h]` evictable slots of lowest `priority`.
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from edgekv.runtime.cache import KVCache
-from edgekv.runtime.policies.base import Policy, evict_lowest
+from edgekv.runtime.policies.base import Policy, evict_oldest
 
 
 @dataclass
@@ -13,4 +13,4 @@ class Window(Policy):
     summary: ClassVar[str] = "most recent tokens only"
 
     def make_room(self, cache: KVCache, n: int) -> None:
-        evict_lowest(cache, cache.orig_pos.astype(float), n - cache.free_count())
+        evict_oldest(cache, n)

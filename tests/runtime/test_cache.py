@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from edgekv.export.manifest import EMPTY_SLOT_BIAS
-from edgekv.runtime.cache import KVCache
+from edgekv.runtime.cache import EMPTY, KVCache
 from edgekv.runtime.errors import BudgetError
 
 
@@ -101,3 +101,24 @@ def test_incremental_ranks_equal_a_full_rerank(seed):
         incremental = cache.rank.copy()
         cache.rerank()
         np.testing.assert_array_equal(incremental, cache.rank)
+
+
+def test_one_eviction_in_some_heads_only_resets_those_slots_and_closes_rank_gaps():
+    rng = np.random.default_rng(3)
+    cache = KVCache.allocate(2, 3, 32, 4)
+    kv = np.ones((2, 3, 20, 4), np.float32)
+    cache.write(cache.free_slots(20), kv, kv, np.arange(20))
+    mask = np.zeros(cache.orig_pos.shape, dtype=bool)
+    chosen = {(0, 1): 7, (1, 0): 0, (1, 2): 19}  # slot per head; the other heads keep all
+    for (layer, head), slot in chosen.items():
+        mask[layer, head, slot] = True
+    mask[0, 0, 25] = True  # an empty slot: ignored
+    cache.score[:] = rng.random(cache.score.shape)
+    cache.evict(mask)
+    assert cache.evictions == 1
+    for (layer, head), slot in chosen.items():
+        assert cache.orig_pos[layer, head, slot] == EMPTY and cache.score[layer, head, slot] == 0
+    assert cache.n_valid.tolist() == [[20, 19, 20], [19, 20, 19]]
+    incremental = cache.rank.copy()
+    cache.rerank()
+    np.testing.assert_array_equal(incremental, cache.rank)

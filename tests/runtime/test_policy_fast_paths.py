@@ -3,11 +3,11 @@
 import copy
 
 import numpy as np
+import pytest
 
 from edgekv.runtime.cache import KVCache
-from edgekv.runtime.policies.base import evict_lowest
+from edgekv.runtime.policies.base import evict_lowest, evict_oldest
 from edgekv.runtime.policies.scoring import pool_neighbours
-from edgekv.runtime.policies.streaming import Streaming
 
 
 def _scattered_cache(seed: int = 0) -> KVCache:
@@ -42,15 +42,23 @@ def test_pooling_by_rank_matches_stream_order_neighbours():
                               _pool_by_loops(cache, kernel))
 
 
-def test_streaming_fast_path_evicts_what_the_general_path_does():
+@pytest.mark.parametrize("sinks", [0, 4])  # 0: `window`
+@pytest.mark.parametrize("n", [25, 30])  # one eviction (decode) or six per head
+def test_oldest_first_fast_path_evicts_what_the_general_path_does(sinks, n):
     cache = _scattered_cache(1)
+    head = np.zeros(cache.orig_pos.shape, dtype=bool)  # one head has a free slot more
+    head[1, 0, np.flatnonzero(cache.valid[1, 0])[5]] = True
+    cache.evict(head)
     general = copy.deepcopy(cache)
-    Streaming(sinks=4).make_room(cache, 30)  # 24 free: 6 to evict in every head
+    evict_oldest(cache, n, sinks)
     priority = general.orig_pos.astype(np.float64)
-    priority[(general.rank < 4) & general.valid] = np.inf
-    evict_lowest(general, priority, 30 - general.free_count())
+    priority[(general.rank < sinks) & general.valid] = np.inf
+    evict_lowest(general, priority, n - general.free_count())
+    assert cache.evictions == general.evictions
     assert np.array_equal(cache.orig_pos, general.orig_pos)
     assert np.array_equal(cache.rank, general.rank)
+    assert np.array_equal(cache.n_valid, general.n_valid)
+    assert cache.free_count().min() >= n
 
 
 def test_single_evictions_keep_ranks_dense():
