@@ -25,7 +25,8 @@ def _export(args: argparse.Namespace) -> int:
         chunk=args.chunk or (profile.default_chunk if profile else DEFAULT_CHUNK),
         dtype=args.dtype or (profile.precision if profile else "fp32"),
         position_mode=args.position_mode, opset=args.opset, tolerance=args.tolerance,
-        validate=not args.no_validate, force=args.force,
+        validate=not args.no_validate, force=args.force, lm_head=args.lm_head,
+        target=args.target,
         image_size=_pair(args.image_size, "--image-size"),
         frames_per_call=args.frames_per_call, tiling=_tiling(args.tiling))
     if profile is None:
@@ -463,6 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default fp32, or the profile's precision")
     p.add_argument("--profile", default=None, help="device profile name or .toml path")
     p.add_argument("--position-mode", default="cache", choices=["cache", "absolute"])
+    p.add_argument("--target", default="ort", choices=["ort", "tensorrt"],
+                   help="ort: ONNX Runtime's fused ops and per-layer cache inputs (default); "
+                   "tensorrt: standard ops only (what TensorRT 10.3 parses)")
+    p.add_argument("--lm-head", default="int8", choices=["int8", "fp32"],
+                   help="--dtype int4: the lm_head as 8-bit blocks (default) or fp32")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--tolerance", type=float, default=None, help="max |logit diff| accepted")
     p.add_argument("--no-validate", action="store_true")

@@ -26,7 +26,7 @@ from edgekv.export.families import adapter_for
 from edgekv.export.families.base import LlamaShapedAdapter
 from edgekv.export.loading import load, resolve
 from edgekv.export.manifest import EmbeddingTable, Manifest, TokenizerInfo
-from edgekv.export.quantize import QUANT_FORMAT, quantize_graph
+from edgekv.export.quantize import LM_HEAD, QUANT_FORMAT, quantize_graph, quantize_lm_head
 from edgekv.runtime.errors import EdgeKVError, ModelError
 
 # Graph dtype per bundle dtype: int4 bundles trace in fp32, then quantize the weights.
@@ -35,6 +35,10 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int4": torch.float32}
 # the HF model; int4 compares with the same step run on the dequantized int4 weights (that
 # proves the graph; what quantization costs is a perplexity question, not a tolerance).
 DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.25, "int4": 1e-2}
+# int4 with the 8-bit lm_head: its int8 activations move logits (SmolLM2: at most 0.44, logits
+# up to 38; a wrong layout moves them by tens). tests/export/test_int4.py checks the weights
+# exactly, with the node at fp32 compute.
+INT8_LM_HEAD_TOLERANCE = 1.0
 VALIDATION_PROMPT = (
     "The quick brown fox jumps over the lazy dog. Memory on the device is fixed when the "
     "model is exported, and the cache keeps what matters."
@@ -54,6 +58,7 @@ class ExportOptions:
     validate: bool = True
     force: bool = False
     target: str = "ort"
+    lm_head: str = "int8"  # int4 bundles: the lm_head as 8-bit blocks, or "fp32"
 
     @property
     def rope_table(self) -> int:
@@ -79,6 +84,8 @@ class ExportOptions:
                 "--dtype int4 uses ONNX Runtime's MatMulNBits, which TensorRT does not parse: "
                 "use --target ort, or fp16 for TensorRT"
             )
+        if self.lm_head not in ("int8", "fp32"):
+            raise EdgeKVError("--lm-head must be 'int8' or 'fp32'")
         if self.frames_per_call < 1:
             raise EdgeKVError("--frames-per-call must be at least 1")
         if self.chunk < 1 or self.budget < 1:
@@ -183,12 +190,18 @@ def export_model(
         proto = onnx_graph.trace(step, options.budget, options.chunk, options.opset, tmp,
                                  per_layer, rows=per_layer)
         quantized = options.dtype == "int4"
+        int8_head = quantized and options.lm_head == "int8"
         if quantized:
             log("quantizing weights to block-wise int4 (MatMulNBits)")
             dequantized = quantize_graph(proto)
+            if int8_head:
+                log("quantizing the lm_head to block-wise int8 (MatMulNBits, int8 activations)")
+                dequantized[LM_HEAD] = quantize_lm_head(
+                    proto, step.lm_head.weight.detach().float().numpy())
         embedding = (adapter.embeddings(model).detach().to(DTYPES[options.dtype])
                      .contiguous().numpy())
-        shared = dims.tie_word_embeddings  # int4 keeps the lm_head fp32 (export/quantize.py)
+        # The tied lm_head reads embed.bin's pages, unless it is int8 (export/quantize.py).
+        shared = dims.tie_word_embeddings and not int8_head
         onnx_graph.save_with_shared_embedding(proto, embedding, shared, tmp,
                                               lm_head_input=per_layer)
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
@@ -221,14 +234,15 @@ def export_model(
         if options.validate:
             from edgekv.export.validate import compare, compare_with_step
 
-            tolerance = options.tolerance or DEFAULT_TOLERANCE[options.dtype]
+            tolerance = options.tolerance or (INT8_LM_HEAD_TOLERANCE if int8_head
+                                              else DEFAULT_TOLERANCE[options.dtype])
             ids = tokenizer(VALIDATION_PROMPT).input_ids[: options.budget]
             diff = compare(tmp, model, ids)
             log(f"validation: max |logit diff| vs HF = {diff:.2e} over {len(ids)} tokens")
             vs_hf = diff
             if quantized:
                 diff = compare_with_step(tmp, _with_weights(step, dequantized), ids)
-                log(f"validation: max |logit diff| vs the dequantized int4 weights = {diff:.2e}")
+                log(f"validation: max |logit diff| vs the dequantized weights = {diff:.2e}")
             log(f"tolerance {tolerance:.0e}")
             if not diff <= tolerance:
                 raise ModelError(

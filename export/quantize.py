@@ -2,7 +2,8 @@
 
 Every projection of the decoder layers (`Gemm(x, W, transB=1)` on a weight initializer)
 becomes ONNX Runtime's `com.microsoft.MatMulNBits` with uint4 blocks of `block_size` along
-the input axis. The lm_head stays fp32 and keeps sharing `embed.bin` with the token lookup.
+the input axis. The lm_head becomes an 8-bit MatMulNBits (symmetric blocks of 32, int8
+activations: `quantize_lm_head`), or stays fp32 sharing `embed.bin` with the token lookup.
 Activations, KV and attention stay fp32. Measured on SmolLM2 (whose weights are Q4_1),
 perplexity over 4,096 tokens at budget 512: fp32 19.5602; int4 with a float offset per block
 19.5602 (the Q4_1 grid is kept exactly); with integer zero points (ONNX Runtime's own
@@ -29,6 +30,12 @@ from onnx import helper, numpy_helper
 
 QUANT_FORMAT = "ort-matmulnbits-uint4-blockoffset"
 BLOCK_SIZE = 32
+LM_HEAD = "lm_head.weight"
+# The 8-bit lm_head computes with int8 activations (level 4): at level 0 ONNX Runtime has no
+# packed 8-bit kernel and decode ran 4.5x slower. On SmolLM2 (whose embedding is GGUF Q8_0, so
+# the weights are kept exactly) level 4 moved logits by at most 0.44 (mean 0.045) and
+# perplexity by +0.06% (19.549 -> 19.560), for +14% decode and -47 MiB peak (docs/bench.md).
+LM_HEAD_ACCURACY_LEVEL = 4
 # MatMulNBits compute in fp32 (0). Level 4 (int8 activations) decoded only 7% faster, prefilled
 # 10% slower and moved the logits by 2.6 (fails validation); docs/bench.md, "Levers measured".
 ACCURACY_LEVEL = 0
@@ -67,8 +74,49 @@ def dequantize_blocks(packed: np.ndarray, scales: np.ndarray, zero_points: np.nd
     return w.reshape(n, blocks * half * 2)[:, :k]
 
 
+def int8_blocks(weight_nk: np.ndarray, block_size: int = BLOCK_SIZE
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """W [N, K] -> (codes [N, blocks, block] uint8, scales [N, blocks]): symmetric blocks,
+    w = scale * (code - 128), MatMulNBits' implicit 8-bit zero point. GGUF Q8_0 blocks
+    (int8 codes and one scale per 32) come out exactly."""
+    n, k = weight_nk.shape
+    blocks = -(-k // block_size)
+    padded = np.zeros((n, blocks * block_size), dtype=np.float32)
+    padded[:, :k] = weight_nk
+    grouped = padded.reshape(n, blocks, block_size)
+    scales = (np.abs(grouped).max(-1) / 127.0).astype(np.float32)
+    scales[scales == 0] = 1.0
+    codes = np.clip(np.rint(grouped / scales[..., None]), -127, 127) + 128
+    return codes.astype(np.uint8), scales
+
+
+def quantize_lm_head(model: onnx.ModelProto, weight_nk: np.ndarray,
+                     block_size: int = BLOCK_SIZE,
+                     accuracy_level: int = LM_HEAD_ACCURACY_LEVEL) -> np.ndarray:
+    """Replace the Gemm on `lm_head.weight` (an initializer, or a graph input too) by an 8-bit
+    MatMulNBits; returns the dequantized W the node computes with."""
+    graph = model.graph
+    node = next(n for n in graph.node if n.op_type == "Gemm" and n.input[1] == LM_HEAD)
+    n, k = weight_nk.shape
+    codes, scales = int8_blocks(weight_nk, block_size)
+    names = [f"{LM_HEAD}.q8", f"{LM_HEAD}.scales"]
+    graph.initializer.extend(numpy_helper.from_array(a, name)
+                             for name, a in zip(names, (codes, scales), strict=True))
+    at = list(graph.node).index(node)
+    graph.node.remove(node)
+    graph.node.insert(at, helper.make_node(
+        "MatMulNBits", [node.input[0], *names], list(node.output), name=node.name + ".q8",
+        domain="com.microsoft", K=k, N=n, bits=8, block_size=block_size,
+        accuracy_level=accuracy_level))
+    for listed in (graph.initializer, graph.input):
+        for item in [i for i in listed if i.name == LM_HEAD]:
+            listed.remove(item)
+    dequantized = (codes.astype(np.float32) - 128.0) * scales[..., None]
+    return dequantized.reshape(n, -1)[:, :k]
+
+
 def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE,
-                   keep: tuple[str, ...] = ("lm_head.weight",),
+                   keep: tuple[str, ...] = (LM_HEAD,),
                    accuracy_level: int = ACCURACY_LEVEL) -> dict[str, np.ndarray]:
     """Rewrite every weight Gemm of `model` in place, but those on `keep`; returns
     {weight name: dequantized W}."""

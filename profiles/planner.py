@@ -49,13 +49,13 @@ def weight_params(d: DecoderDims) -> int:
 
 def weight_bytes(d: DecoderDims, dtype: str) -> int:
     """Weights once. int4: the layers in 4-bit blocks of 32 with an fp32 scale and a 4-bit
-    zero point each; the embedding (and a tied lm_head, the same bytes) stays fp32."""
+    zero point each, the lm_head in 8-bit blocks of 32 with an fp32 scale (its own copy even
+    when tied: `--lm-head int8`, the default), the embedding table fp32."""
     if dtype != "int4":
         return weight_params(d) * BYTES[dtype]
     embed = d.vocab_size * d.hidden_size
-    lm_head = 0 if d.tie_word_embeddings else embed
-    layers = weight_params(d) - embed - lm_head
-    return int(layers * (0.5 + 4.5 / 32)) + (embed + lm_head) * 4
+    layers = weight_params(d) - embed - (0 if d.tie_word_embeddings else embed)
+    return int(layers * (0.5 + 4.5 / 32)) + embed * 4 + int(embed * (1 + 4 / 32))
 
 
 def kv_bytes(d: DecoderDims, budget: int, dtype: str) -> int:

@@ -4,8 +4,16 @@ import numpy as np
 import onnx
 import pytest
 
+from edgekv.export import exporter
 from edgekv.export.manifest import load_manifest
-from edgekv.export.quantize import BLOCK_SIZE, dequantize_blocks, quantize_blocks
+from edgekv.export.quantize import (
+    BLOCK_SIZE,
+    LM_HEAD,
+    dequantize_blocks,
+    int8_blocks,
+    quantize_blocks,
+    quantize_lm_head,
+)
 from edgekv.export.trt_check import check_bundle
 from edgekv.export.validate import bundle_logits, hf_logits
 from edgekv.runtime.bundle import Bundle
@@ -40,18 +48,67 @@ def int4_bundle(tiny_bundle):
     return tiny_bundle("qwen2", budget=320, chunk=32, dtype="int4")  # qwen2: q/k/v biases too
 
 
-def test_int4_graph_matches_its_dequantized_weights(int4_bundle):
-    m = load_manifest(int4_bundle)
-    assert m.quant_format == "ort-matmulnbits-uint4-blockoffset"
-    assert m.validation["max_abs_logit_diff"] <= 1e-2
-    graph = onnx.load(str(int4_bundle / "decoder.onnx"), load_external_data=False)
-    ops = [n.op_type for n in graph.graph.node]
-    assert ops.count("MatMulNBits") == 2 * 4  # every layer projection: qkv, o, gate_up, down
-    weight_gemms = [n for n in graph.graph.node
-                    if n.op_type == "Gemm" and not n.name.endswith(".offset")]
-    assert len(weight_gemms) == 1  # the lm_head, fp32, still sharing embed.bin
-    assert ops.count("Gemm") == 1 + 2 * 4  # + the block-offset term of every projection
-    assert m.embedding.shared_with_lm_head
+@pytest.fixture(scope="module")
+def int4_fp32_head_bundle(tiny_bundle):
+    return tiny_bundle("qwen2", budget=320, chunk=32, dtype="int4", lm_head="fp32")
+
+
+def test_int4_graph_matches_its_dequantized_weights(int4_bundle, int4_fp32_head_bundle):
+    for bundle, head_bits in ((int4_bundle, 8), (int4_fp32_head_bundle, None)):
+        m = load_manifest(bundle)
+        assert m.quant_format == "ort-matmulnbits-uint4-blockoffset"
+        graph = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
+        ops = [n.op_type for n in graph.graph.node]
+        bits = [next(a.i for a in n.attribute if a.name == "bits")
+                for n in graph.graph.node if n.op_type == "MatMulNBits"]
+        # every layer projection (qkv, o, gate_up, down) in 4 bits, and the lm_head in 8
+        assert sorted(bits) == [4] * (2 * 4) + ([head_bits] if head_bits else [])
+        weight_gemms = [n for n in graph.graph.node
+                        if n.op_type == "Gemm" and not n.name.endswith(".offset")]
+        assert ops.count("Gemm") == len(weight_gemms) + 2 * 4  # + the block-offset terms
+        if head_bits:
+            assert weight_gemms == [] and not m.embedding.shared_with_lm_head
+            assert m.validation["max_abs_logit_diff"] <= exporter.INT8_LM_HEAD_TOLERANCE
+        else:  # the lm_head fp32, still sharing embed.bin
+            assert len(weight_gemms) == 1 and m.embedding.shared_with_lm_head
+            assert m.validation["max_abs_logit_diff"] <= 1e-2
+
+
+def test_int8_blocks_keep_a_q8_0_grid_exactly():
+    rng = np.random.default_rng(2)
+    d = rng.uniform(0.001, 0.01, size=(8, 3, 1))
+    codes = rng.integers(-127, 128, size=(8, 3, BLOCK_SIZE))
+    codes[..., 0] = 127  # Q8_0 scales a block by its largest magnitude
+    w = (d * codes).reshape(8, 3 * BLOCK_SIZE).astype(np.float32)
+    q, scales = int8_blocks(w)
+    back = ((q.astype(np.float32) - 128) * scales[..., None]).reshape(w.shape)
+    assert np.abs(back - w).max() <= 1e-6  # float rounding of the scale only
+
+
+@pytest.mark.parametrize("level", [0, 4])
+def test_int8_lm_head_node_computes_with_the_dequantized_weights(level):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    n, k = 200, 70  # k not a multiple of the block
+    w = rng.normal(size=(n, k)).astype(np.float32)
+    x = rng.normal(size=(5, k)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", LM_HEAD], ["logits"], transB=1)], "head",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, k])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [5, n])],
+        [numpy_helper.from_array(w, LM_HEAD)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    dequantized = quantize_lm_head(model, w, accuracy_level=level)
+    assert np.abs(dequantized - w).max() <= np.abs(w).max() / 127  # within one step
+    assert [i.name for i in model.graph.initializer] == [f"{LM_HEAD}.q8", f"{LM_HEAD}.scales"]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x})[0]
+    want = x @ dequantized.T
+    # level 0 computes in fp32: the weights exactly; level 4 rounds x to int8 blocks too
+    assert np.abs(got - want).max() <= (1e-4 if level == 0 else 0.05 * np.abs(want).max())
 
 
 def test_int4_stays_close_to_the_original(int4_bundle, tiny_model_dir):

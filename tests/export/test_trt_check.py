@@ -121,3 +121,10 @@ def test_support_table_records_its_source():
     assert SUPPORT.source["repo"] == "onnx/onnx-tensorrt"
     assert "Attention" not in SUPPORT.ops and "RMSNormalization" not in SUPPORT.ops  # post-10.3
     assert "INT64" not in SUPPORT.ops["Pow"].types  # integer Pow arrived in 10.8 / 10.12
+
+
+def test_cli_export_takes_the_tensorrt_target(tiny_model_dir, tmp_path):
+    out = tmp_path / "trt"
+    assert main(["export", str(tiny_model_dir("llama")), "--out", str(out), "--budget", "96",
+                 "--chunk", "16", "--target", "tensorrt"]) == 0
+    assert check_bundle(out, "tensorrt-10.3").ok
