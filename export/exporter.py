@@ -25,8 +25,8 @@ from edgekv.export.decoder_step import DecoderStep
 from edgekv.export.families import adapter_for
 from edgekv.export.families.base import LlamaShapedAdapter
 from edgekv.export.loading import load, resolve
-from edgekv.export.manifest import EmbeddingTable, Manifest, TokenizerInfo
-from edgekv.export.quantize import LM_HEAD, QUANT_FORMAT, quantize_graph, quantize_lm_head
+from edgekv.export.manifest import LM_HEAD, EmbeddingTable, Manifest, TokenizerInfo
+from edgekv.export.quantize import QUANT_FORMAT, quantize_graph, quantize_lm_head
 from edgekv.runtime.errors import EdgeKVError, ModelError
 
 # Graph dtype per bundle dtype: int4 bundles trace in fp32, then quantize the weights.

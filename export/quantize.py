@@ -28,9 +28,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgekv.export.manifest import LM_HEAD
+
 QUANT_FORMAT = "ort-matmulnbits-uint4-blockoffset"
 BLOCK_SIZE = 32
-LM_HEAD = "lm_head.weight"
 # The 8-bit lm_head computes with int8 activations (level 4): at level 0 ONNX Runtime has no
 # packed 8-bit kernel and decode ran 4.5x slower. On SmolLM2 (whose embedding is GGUF Q8_0, so
 # the weights are kept exactly) level 4 moved logits by at most 0.44 (mean 0.045) and

@@ -5,10 +5,9 @@ import onnx
 import pytest
 
 from edgekv.export import exporter
-from edgekv.export.manifest import load_manifest
+from edgekv.export.manifest import LM_HEAD, load_manifest
 from edgekv.export.quantize import (
     BLOCK_SIZE,
-    LM_HEAD,
     dequantize_blocks,
     int8_blocks,
     quantize_blocks,
