@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgekv.runtime.sources.scene import COLOURS, KINDS
-from edgekv.tools.scene_eval import CATEGORIES, HELD_OUT_SEED, SceneScore, agrees
+from edgekv.tools.scene_eval import CATEGORIES, HELD_OUT_SEED, SceneScore, agrees, normalise
 from edgekv.tools.train_vision.questions import sampler
 
 ASKED = ("colour", "shape")
@@ -23,8 +23,7 @@ def named(answer: str, question: str, category: str) -> str | None:
     untrained model answers in sentences ("The square is a red square.")."""
     vocab = COLOURS if category == "colour" else KINDS
     asked = question.lower()
-    words = answer.lower().replace(".", " ").replace(",", " ").split()
-    return next((w for w in words if w in vocab and w not in asked), None)
+    return next((w for w in normalise(answer).split() if w in vocab and w not in asked), None)
 
 
 def text_bound(language_model: Any, tokenizer: Any, examples: int,
