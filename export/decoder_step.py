@@ -5,7 +5,12 @@ backend (the oracle in tests). It depends on torch only, never on transformers: 
 from a family adapter at export time, or from the bundle's ONNX initializers on the device.
 
 Keys are cached *before* RoPE; the graph rotates every slot to `slot_pos` on each call, so the
-runtime may move, evict, merge and re-number slots freely between calls.
+runtime may move, evict, merge and re-number slots freely between calls. With `cached_rope`
+(manifest `key_rope` "cached") the cache holds keys already rotated: the graph rotates only the
+chunk, at `chunk_pos + pos_shift` per (layer, KV head), and the runtime keeps every cached key
+at `slot_pos + pos_shift` (runtime/key_rotation.py). Attention depends only on differences of
+positions, so a shift common to a head changes nothing, and a rank shift after an eviction
+re-rotates only the keys whose rank did not move (the sinks).
 """
 
 from __future__ import annotations
@@ -79,10 +84,12 @@ class DecoderStep(nn.Module):
     mass_weight [c]  ->  logits [1,c,V], new K/V [L,Hkv,c,D], attn_mass [L,Hkv,B+c].
 
     Past K/V may also be L tensors [Hkv,B,D] (bundles with `kv_layout` "per_layer").
-    `logit_rows` [n] (optional input): logits only for these chunk rows, [1,n,V]."""
+    `logit_rows` [n] (optional input): logits only for these chunk rows, [1,n,V].
+    `cached_rope`: past keys come rotated and `slot_pos` is instead `pos_shift` [L,Hkv]."""
 
     def __init__(self, dims: DecoderDims, dtype: torch.dtype = torch.float32,
-                 rope_table: int = 0, fused_norm: bool = False) -> None:
+                 rope_table: int = 0, fused_norm: bool = False,
+                 cached_rope: bool = False) -> None:
         """`rope_table` > 0: positions below it come from a cos/sin table through the fused
         `edgekv::rope` op (ONNX Runtime's RotaryEmbedding); 0: computed in the graph from
         standard ops only (what TensorRT parses). `fused_norm`: RMSNorm in the form ONNX
@@ -90,6 +97,9 @@ class DecoderStep(nn.Module):
         super().__init__()
         self.dims = dims
         self.rope_table = rope_table
+        if cached_rope and dims.mrope_section:
+            raise ValueError("cached (pre-rotated) keys need 1-D RoPE; M-RoPE rotates in the graph")
+        self.cached_rope = cached_rope
         self.layers = nn.ModuleList(DecoderLayer(dims, fused_norm) for _ in range(dims.num_layers))
         self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, fused_norm)
         self.lm_head = nn.Linear(dims.hidden_size, dims.vocab_size, bias=False)
@@ -117,6 +127,26 @@ class DecoderStep(nn.Module):
         dtype = self.lm_head.weight.dtype
         return (freqs.cos() * scale).to(dtype), (freqs.sin() * scale).to(dtype)
 
+    def _chunk_rotation(self, query_pos: torch.Tensor):
+        """Rotation of the chunk's queries [Hq, c, D] (or new keys [Hkv, c, D]) of layer i at
+        `query_pos[i]` [Hkv, c]: each KV head's group of query heads at its own positions."""
+        n_kv, d = self.dims.num_kv_heads, self.dims.head_dim
+        if self.rope_table:
+            tables = (self.cos_table, self.sin_table)
+
+            def rotate_chunk(t: torch.Tensor, i: int) -> torch.Tensor:
+                c = t.shape[-2]
+                grouped = t.reshape(n_kv, -1, c, d)  # [Hkv, heads per KV head, c, D]
+                return torch.ops.edgekv.rope(grouped, query_pos[i], *tables).reshape(t.shape)
+            return rotate_chunk
+        cos, sin = self.rope(query_pos)  # [L, Hkv, c, D/2]
+
+        def rotate_computed(t: torch.Tensor, i: int) -> torch.Tensor:
+            c = t.shape[-2]
+            grouped = t.reshape(n_kv, -1, c, d)
+            return rotate(grouped, cos[i].unsqueeze(1), sin[i].unsqueeze(1)).reshape(t.shape)
+        return rotate_computed
+
     def forward(
         self,
         inputs_embeds: torch.Tensor,
@@ -132,7 +162,12 @@ class DecoderStep(nn.Module):
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
         c = inputs_embeds.shape[1]
         x = inputs_embeds[0]
-        if self.rope_table:
+        if self.cached_rope:
+            past_rotated = past_keys
+            # slot_pos is pos_shift [L, Hkv]: each layer's KV heads see the chunk shifted.
+            query_pos = chunk_pos.unsqueeze(0).unsqueeze(0) + slot_pos.unsqueeze(-1)
+            rotate_chunk = self._chunk_rotation(query_pos)
+        elif self.rope_table:
             tables = (self.cos_table, self.sin_table)
             if isinstance(past_keys, torch.Tensor):
                 n_layers, _, budget, _ = past_keys.shape
@@ -148,13 +183,13 @@ class DecoderStep(nn.Module):
                                 .squeeze(1) for i, k in enumerate(past_keys)]
             chunk_ids = chunk_pos.unsqueeze(0)
 
-            def rotate_chunk(t: torch.Tensor) -> torch.Tensor:  # [heads, c, D]
+            def rotate_chunk(t: torch.Tensor, i: int) -> torch.Tensor:  # [heads, c, D]
                 return torch.ops.edgekv.rope(t.unsqueeze(0), chunk_ids, *tables).squeeze(0)
         else:
             cos_c, sin_c = self.rope(chunk_pos)  # [c, D/2]
             cos_s, sin_s = self.rope(slot_pos)  # [L, Hkv, B, D/2]
 
-            def rotate_chunk(t: torch.Tensor) -> torch.Tensor:
+            def rotate_chunk(t: torch.Tensor, i: int) -> torch.Tensor:
                 return rotate(t, cos_c, sin_c)
         idx = torch.arange(c, device=x.device)
         future = (idx.unsqueeze(0) > idx.unsqueeze(1)).to(torch.float32)
@@ -177,8 +212,11 @@ class DecoderStep(nn.Module):
                 q, k = layer.q_norm(q), layer.k_norm(k)
             new_keys.append(k)
             new_values.append(v)
-            past = past_rotated[i] if self.rope_table else rotate(past_keys[i], cos_s[i], sin_s[i])
-            q = rotate_chunk(q).reshape(n_kv, group * c, d)
+            if self.cached_rope or self.rope_table:
+                past = past_rotated[i]
+            else:
+                past = rotate(past_keys[i], cos_s[i], sin_s[i])
+            q = rotate_chunk(q, i).reshape(n_kv, group * c, d)
             # The slots and the chunk are scored apart and never joined: the softmax runs on
             # the two parts with a shared max, and its normalisation is applied to the small
             # outputs. Joining K and V copied all B slots on every call (12 of 107 ms of a
@@ -186,7 +224,7 @@ class DecoderStep(nn.Module):
             # probabilities cost a prefill chunk as much (docs/bench.md, "Levers measured").
             on_slots = torch.matmul(q, past.transpose(-1, -2)).float() * scale
             on_slots = on_slots + slot_bias[i].unsqueeze(1)  # [Hkv, G*c, B]
-            on_chunk = torch.matmul(q, rotate_chunk(k).transpose(-1, -2)).float() * scale
+            on_chunk = torch.matmul(q, rotate_chunk(k, i).transpose(-1, -2)).float() * scale
             on_chunk = on_chunk + causal  # [Hkv, G*c, c]
             top = torch.maximum(on_slots.amax(-1, keepdim=True), on_chunk.amax(-1, keepdim=True))
             # Clamped at -80 (exp = 2e-35, still a normal float): empty slots (-30000) sent

@@ -59,14 +59,18 @@ class ExportOptions:
     force: bool = False
     target: str = "ort"
     lm_head: str = "int8"  # int4 bundles: the lm_head as 8-bit blocks, or "fp32"
+    key_rope: str = "graph"  # "cached": keys cached rotated (ort target; runtime/key_rotation.py)
 
     @property
     def rope_table(self) -> int:
         """Table rows for the fused RoPE (ort target): positions are ranks below budget +
-        chunk in cache mode; absolute mode gets the model's context length too."""
+        chunk in cache mode; absolute mode gets the model's context length too. Rotated keys
+        drift upward by one per eviction between re-normalisations: 4 budgets of headroom
+        (the table is 32 KiB per 1000 rows at head_dim 64)."""
         if self.target != "ort":
             return 0
-        return self.budget + self.chunk
+        headroom = 4 * self.budget if self.key_rope == "cached" else 0
+        return self.budget + self.chunk + headroom
     # Vision-language models only (ignored for text models).
     image_size: tuple[int, int] | None = None  # (height, width) of one vision frame
     frames_per_call: int = 1  # frames per vision-graph call (its fixed batch)
@@ -84,6 +88,13 @@ class ExportOptions:
                 "--dtype int4 uses ONNX Runtime's MatMulNBits, which TensorRT does not parse: "
                 "use --target ort, or fp16 for TensorRT"
             )
+        if self.key_rope not in ("graph", "cached"):
+            raise EdgeKVError("--key-rope must be 'graph' or 'cached'")
+        if self.key_rope == "cached" and self.target != "ort":
+            raise EdgeKVError(
+                "--key-rope cached needs --target ort: the runtime re-rotates keys in the host "
+                "cache, which the device backends (TensorRT, CUDA) do not keep"
+            )
         if self.lm_head not in ("int8", "fp32"):
             raise EdgeKVError("--lm-head must be 'int8' or 'fp32'")
         if self.frames_per_call < 1:
@@ -98,14 +109,19 @@ class ExportOptions:
 
 
 def build_step(
-    model: Any, dtype: str = "fp32", rope_table: int = 0, fused_norm: bool = False
+    model: Any, dtype: str = "fp32", rope_table: int = 0, fused_norm: bool = False,
+    cached_rope: bool = False,
 ) -> tuple[str, LlamaShapedAdapter, DecoderStep]:
     """(family, adapter, DecoderStep) for an HF model: its weights under the contract's graph."""
     family, adapter = adapter_for(model)
     dims = adapter.dims(model)
     if dims.mrope_section:
+        if cached_rope:
+            raise EdgeKVError(f"--key-rope cached needs 1-D RoPE; {family} uses M-RoPE "
+                              "(3 position components): export with --key-rope graph")
         rope_table = 0  # M-RoPE positions have 3 components: computed in the graph
-    step = DecoderStep(dims, rope_table=rope_table, fused_norm=fused_norm)
+    step = DecoderStep(dims, rope_table=rope_table, fused_norm=fused_norm,
+                       cached_rope=cached_rope)
     step.load_state_dict(adapter.weights(model), strict=True)
     return family, adapter, step.to(DTYPES[dtype]).eval()
 
@@ -174,7 +190,8 @@ def export_model(
     if rope_table and options.position_mode == "absolute":
         rope_table = max(rope_table, int(getattr(model.config, "max_position_embeddings", 0)))
     family, adapter, step = build_step(model, options.dtype, rope_table,
-                                       fused_norm=options.target == "ort")
+                                       fused_norm=options.target == "ort",
+                                       cached_rope=options.key_rope == "cached")
     dims = step.dims
     log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
         f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")
@@ -218,7 +235,8 @@ def export_model(
                                      lm_head_input=shared and per_layer),
             tokenizer=tokenizer_info(tokenizer, model),
             graphs={"decoder": "decoder.onnx"},
-            inputs={n: n for n in onnx_graph.INPUTS + [onnx_graph.LOGIT_ROWS] * per_layer},
+            inputs={n: n for n in onnx_graph.graph_inputs(step.cached_rope)
+                    + [onnx_graph.LOGIT_ROWS] * per_layer},
             kv_layout="per_layer" if per_layer else "stacked",
             outputs={n: n for n in onnx_graph.OUTPUTS},
             opset=options.opset,
@@ -226,6 +244,7 @@ def export_model(
             quant_format=QUANT_FORMAT if quantized else "",
             target=options.target,
             rope_table=step.rope_table,
+            key_rope=options.key_rope,
         )
         if vision is not None:
             manifest = vision.write(tmp, manifest, DTYPES[options.dtype], options.opset, log)

@@ -25,6 +25,7 @@ EMPTY_SLOT_BIAS = -30000.0
 # Optional decoder input (ONNX Runtime bundles): which chunk rows get logits. Prefill needs only
 # the last row; the lm_head over all 64 rows of a chunk was 29 of 338 ms (budget 2048, 1 thread).
 LOGIT_ROWS = "logit_rows"
+POS_SHIFT = "pos_shift"  # takes slot_pos's place when keys are cached rotated ([L, Hkv])
 LM_HEAD = "lm_head.weight"  # the tied output projection's weight, shared with embed.bin
 
 
@@ -124,6 +125,10 @@ class Manifest:
     vision: VisionSpec | None = None
     # "rope": chunk_pos [c], slot_pos [L,Hkv,B]. "mrope": a leading axis of 3 on both.
     position_scheme: str = "rope"
+    # "graph": keys cached before RoPE, rotated to slot_pos in the graph on every call.
+    # "cached": keys cached rotated; the graph takes pos_shift [L,Hkv] instead of slot_pos and
+    # the runtime keeps them rotated (runtime/key_rotation.py; ONNX Runtime bundles only).
+    key_rope: str = "graph"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

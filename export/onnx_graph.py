@@ -15,7 +15,7 @@ import onnx
 import torch
 
 from edgekv.export.decoder_step import DecoderStep
-from edgekv.export.manifest import EMPTY_SLOT_BIAS, LM_HEAD, LOGIT_ROWS
+from edgekv.export.manifest import EMPTY_SLOT_BIAS, LM_HEAD, LOGIT_ROWS, POS_SHIFT
 
 INPUTS = ["inputs_embeds", "chunk_pos", "past_keys", "past_values", "slot_pos", "slot_bias",
           "mass_weight"]
@@ -36,7 +36,7 @@ def example_inputs(step: DecoderStep, budget: int, chunk: int) -> tuple[torch.Te
         torch.arange(chunk, dtype=torch.int64).expand(*lead, chunk).contiguous(),
         torch.zeros(kv_shape, dtype=dtype),
         torch.zeros(kv_shape, dtype=dtype),
-        torch.zeros(lead + kv_shape[:3], dtype=torch.int64),
+        torch.zeros(kv_shape[:2] if step.cached_rope else lead + kv_shape[:3], dtype=torch.int64),
         torch.full(kv_shape[:3], EMPTY_SLOT_BIAS, dtype=torch.float32),
         torch.ones(chunk, dtype=torch.float32),
     )
@@ -59,12 +59,18 @@ class FlatInputs(torch.nn.Module):
         return self.step(embeds, pos, keys, values, *rest[:3], logit_rows=logit_rows)
 
 
-def input_names(num_layers: int, per_layer: bool, rows: bool) -> list[str]:
-    names = list(INPUTS)
+def input_names(num_layers: int, per_layer: bool, rows: bool,
+                cached_rope: bool = False) -> list[str]:
+    names = graph_inputs(cached_rope)
     if per_layer:
         kv = [f"{name}.{i}" for name in ("past_keys", "past_values") for i in range(num_layers)]
-        names = INPUTS[:2] + kv + INPUTS[4:]
+        names = names[:2] + kv + names[4:]
     return names + [LOGIT_ROWS] if rows else names
+
+
+def graph_inputs(cached_rope: bool) -> list[str]:
+    """The contract's input names; rotated-key bundles take `pos_shift` for `slot_pos`."""
+    return [POS_SHIFT if n == "slot_pos" and cached_rope else n for n in INPUTS]
 
 
 def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path,
@@ -78,7 +84,7 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path,
             LOGIT_ROWS: {0: torch.export.Dim("n", min=1, max=max(chunk, 2))}}
     example = example_inputs(step, budget, chunk)
     module: torch.nn.Module = step.eval()
-    names = input_names(step.dims.num_layers, per_layer, rows)
+    names = input_names(step.dims.num_layers, per_layer, rows, step.cached_rope)
     if per_layer or rows:
         kv = tuple(example[2]) + tuple(example[3]) if per_layer else example[2:4]
         example = example[:2] + kv + example[4:] + ((torch.arange(chunk),) if rows else ())

@@ -2,7 +2,9 @@
 
 Every array is indexed [layer, kv_head, slot] (K/V add a head_dim axis), so a policy may keep
 different tokens in different heads. The buffers are allocated once; nothing here grows.
-Keys are stored before RoPE; `graph_inputs` tells the graph where to rotate each slot.
+Keys are stored before RoPE; `graph_inputs` tells the graph where to rotate each slot. With a
+`rotation` (bundles whose `key_rope` is "cached") they are stored rotated instead, and
+`prerope_keys` gives policies the pre-RoPE form.
 
 Ranks (the order of stream positions inside each (layer, head)) and the slot bias are kept up
 to date incrementally: a decode step at budget 2048 must not pay for a sort of every head.
@@ -16,6 +18,7 @@ import numpy as np
 
 from edgekv.export.manifest import EMPTY_SLOT_BIAS
 from edgekv.runtime.errors import BudgetError
+from edgekv.runtime.key_rotation import KeyRotation
 from edgekv.runtime.mrope import MRopeSlots
 
 EMPTY = -1  # orig_pos of an empty slot
@@ -42,6 +45,8 @@ class KVCache:
     n_valid: np.ndarray = field(default=None, repr=False)  # [L, Hkv] occupied slots
     # M-RoPE bundles (Qwen2-VL): the 3 position components of each slot (runtime/mrope.py).
     mrope: MRopeSlots | None = None
+    # Keys cached rotated (runtime/key_rotation.py): where each key sits, and each head's shift.
+    rotation: KeyRotation | None = None
 
     @classmethod
     def allocate(
@@ -175,7 +180,8 @@ class KVCache:
         in_order = positions.min() > self.last_pos and bool(np.all(np.diff(positions) > 0))
         if in_order:  # stream order: the chunk ranks after everything already cached
             self.rank[layer, head, slots] = self.n_valid[..., None] + np.arange(len(positions))
-        self.keys[layer, head, slots] = new_keys
+        if self.rotation is None:
+            self.keys[layer, head, slots] = new_keys
         self.values[layer, head, slots] = new_values
         self.orig_pos[layer, head, slots] = positions
         self.count[layer, head, slots] = 1
@@ -189,6 +195,11 @@ class KVCache:
         self.last_pos = max(self.last_pos, int(positions.max()))
         if not in_order:
             self.rerank()
+        if self.rotation is not None:  # rotated to where the next call will want them
+            at = self.rank[layer, head, slots] if self.rotation.by_rank else positions
+            pos = self.rotation.write_pos(at, layer, head)
+            self.keys[layer, head, slots] = self.rotation.place(new_keys, pos)
+            self.rotation.key_pos[layer, head, slots] = pos
 
     def merge_into(self, target: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray,
                    where: np.ndarray | None = None) -> None:
@@ -201,11 +212,21 @@ class KVCache:
         layer, head = np.nonzero(np.ones(target.shape, bool) if where is None else where)
         slot = target[layer, head]
         n = self.count[layer, head, slot].astype(np.float32)[:, None]
+        at = (layer, head, slot)
         for buf, new in ((self.keys, new_keys), (self.values, new_values)):
-            old = buf[layer, head, slot].astype(np.float32)
-            buf[layer, head, slot] = ((old * n + new[layer, head]) / (n + 1)).astype(buf.dtype)
+            old = (self.prerope_keys(at) if buf is self.keys else buf[at]).astype(np.float32)
+            mean = ((old * n + new[layer, head]) / (n + 1)).astype(buf.dtype)
+            if buf is self.keys and self.rotation is not None:
+                mean = self.rotation.place(mean, self.rotation.key_pos[at])
+            buf[at] = mean
         self.count[layer, head, slot] += 1
         self.bias[layer, head, slot] = np.log(self.count[layer, head, slot])
+
+    def prerope_keys(self, index: tuple[np.ndarray, ...]) -> np.ndarray:
+        """`keys[index]` before RoPE, whichever way the cache stores them."""
+        if self.rotation is None:
+            return self.keys[index]
+        return self.rotation.unplace(self.keys[index], self.rotation.key_pos[index])
 
     def rerank(self) -> None:
         """Recompute every head's rank order from scratch (after out-of-order writes)."""

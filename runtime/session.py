@@ -18,11 +18,14 @@ from edgekv.runtime.backends import Backend, make_backend
 from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.cache import TEXT, KVCache
 from edgekv.runtime.errors import BudgetError, BundleError
+from edgekv.runtime.key_rotation import KeyRotation
 from edgekv.runtime.policies import Policy, make_policy
 from edgekv.runtime.policies.base import Chunk
 from edgekv.runtime.sampler import Sampler
 
 ChunkCallback = Callable[[int, np.ndarray], None]
+# Backends over the host cache, where runtime/key_rotation.py re-rotates keys in place.
+ROTATED_KEY_BACKENDS = ("ort", "torch")
 # Cut mark: rendering a turn with this text after its images shows what precedes the question.
 _CUT = "\x00edgekv-cut\x00"
 
@@ -76,8 +79,18 @@ class Session:
         cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim,
                                  bundle.kv_dtype, budget=budget,
                                  mrope=m.position_scheme == "mrope")
-        return cls(bundle, policy, make_backend(backend, bundle, cache, threads, say), cache,
-                   position_mode or m.position_mode, m.chunk)
+        position_mode = position_mode or m.position_mode
+        if m.key_rope == "cached":
+            cache.rotation = KeyRotation.allocate(
+                cache.orig_pos.shape, d.rope_inv_freq, d.rope_attention_scaling, m.rope_table,
+                by_rank=position_mode == "cache")
+        chosen = make_backend(backend, bundle, cache, threads, say)
+        if m.key_rope == "cached" and chosen.name not in ROTATED_KEY_BACKENDS:
+            raise BundleError(
+                f"this bundle caches keys rotated (key_rope 'cached'), which the {chosen.name} "
+                f"backend does not keep; use --backend {' or '.join(ROTATED_KEY_BACKENDS)}, or "
+                "re-export with --key-rope graph")
+        return cls(bundle, policy, chosen, cache, position_mode, m.chunk)
 
     # -- feeding --------------------------------------------------------------------------------
     def step(
@@ -103,6 +116,9 @@ class Session:
         if self.cache.mrope is None:
             slot_pos, slot_bias, chunk_pos = self.cache.graph_inputs(positions, self.position_mode)
             self._check_rope_table(chunk_pos)
+            if self.cache.rotation is not None:  # the graph takes pos_shift instead
+                slot_pos = self.cache.rotation.align(self.cache.keys, self.cache.valid, slot_pos,
+                                                     int(chunk_pos[-1]) + 1)
         else:
             mpos, extent = mrope_pos or mrope.text_positions(self.mrope_next, c)
             slot_pos, slot_bias, chunk_pos = mrope.graph_inputs(self.cache, mpos, self.mrope_next,

@@ -36,7 +36,7 @@ class Snapshot:
             current = getattr(session.cache, name)
             if isinstance(current, np.ndarray):
                 np.copyto(current, saved)
-            elif dataclasses.is_dataclass(current):  # M-RoPE slot table: arrays inside
+            elif dataclasses.is_dataclass(current):  # M-RoPE slots, key rotation: arrays inside
                 for f in dataclasses.fields(current):
                     np.copyto(getattr(current, f.name), getattr(saved, f.name))
             else:

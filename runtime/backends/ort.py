@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgekv.export.manifest import LM_HEAD, LOGIT_ROWS, Manifest
+from edgekv.export.manifest import LM_HEAD, LOGIT_ROWS, POS_SHIFT, Manifest
 from edgekv.runtime.backends.base import StepOutput
 from edgekv.runtime.cache import KVCache
 
@@ -75,6 +75,8 @@ class OrtBackend:
         self._outputs: dict[tuple[int, int], StepOutput] = {}
         self._dims = manifest.dims
         self._rows = manifest.inputs.get(LOGIT_ROWS)  # None: the graph gives every row
+        # Rotated-key bundles take the heads' position shifts where slot_pos would go.
+        self._slot_pos = manifest.inputs.get("slot_pos") or manifest.inputs[POS_SHIFT]
         self._last_row = {c: np.array([c - 1], dtype=np.int64)
                           for c in range(1, manifest.chunk + 1)}
 
@@ -103,7 +105,7 @@ class OrtBackend:
         b = self.binding
         b.bind_cpu_input(names_in["inputs_embeds"], np.ascontiguousarray(inputs_embeds))
         b.bind_cpu_input(names_in["chunk_pos"], chunk_pos)
-        b.bind_cpu_input(names_in["slot_pos"], slot_pos)
+        b.bind_cpu_input(self._slot_pos, slot_pos)
         b.bind_cpu_input(names_in["slot_bias"], slot_bias)
         b.bind_cpu_input(names_in["mass_weight"], mass_weight)
         c = inputs_embeds.shape[1]

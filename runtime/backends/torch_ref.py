@@ -51,7 +51,8 @@ class TorchBackend:
         onnx.external_data_helper.load_external_data_for_model(model, str(bundle_dir))
         found = {t.name: t for t in model.graph.initializer}
         step = DecoderStep(manifest.dims, _TORCH_DTYPES[manifest.dtype], manifest.rope_table,
-                           fused_norm=manifest.target == "ort")
+                           fused_norm=manifest.target == "ort",
+                           cached_rope=manifest.key_rope == "cached")
         state = {}
         for name in step.state_dict():
             parts = [found.get(n) for n in _unfused_names(name)]

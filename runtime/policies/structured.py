@@ -53,7 +53,7 @@ class Structured(Policy):
             if target is None:
                 continue
             found, slot = target
-            sim = _cosine(chunk.new_keys[:, :, t], cache.keys[(*_lh(cache), slot)])
+            sim = _cosine(chunk.new_keys[:, :, t], cache.prerope_keys((*_lh(cache), slot)))
             repeat = found & (sim >= self.similarity)
             if self.merge:
                 cache.merge_into(slot, chunk.new_keys[:, :, t], chunk.new_values[:, :, t], repeat)

@@ -1,0 +1,106 @@
+"""Keys cached rotated (`--key-rope cached`) give the logits of keys rotated in the graph, through
+evictions, rank shifts, merges and re-normalisation, for every policy."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edgekv.export.exporter import ExportOptions
+from edgekv.runtime.bundle import Bundle
+from edgekv.runtime.cache import KVCache
+from edgekv.runtime.errors import EdgeKVError
+from edgekv.runtime.key_rotation import KeyRotation
+from edgekv.runtime.session import Session
+
+BUDGET, CHUNK = 48, 8
+
+
+def _stream(bundle: Bundle, policy: str, backend: str = "ort", limit: int = 0,
+            tokens: int = 150) -> tuple[list[np.ndarray], Session]:
+    """Prefill in chunks, then one token at a time past the budget: every step's logits."""
+    session = Session.open(bundle, policy=policy, backend=backend)
+    if limit and session.cache.rotation is not None:
+        session.cache.rotation.limit[...] = limit
+    ids = (np.arange(tokens) * 7 + 3) % 500
+    out = [session.step(bundle.embed(ids[i:i + CHUNK])).copy() for i in range(0, 40, CHUNK)]
+    out += [session.step(bundle.embed(ids[i:i + 1])).copy() for i in range(40, tokens)]
+    return out, session
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_bundle):
+    return (Bundle.open(tiny_bundle("llama", budget=BUDGET, chunk=CHUNK)),
+            Bundle.open(tiny_bundle("llama", budget=BUDGET, chunk=CHUNK, key_rope="cached")))
+
+
+@pytest.mark.parametrize("policy", ["streaming", "window", "h2o", "snapkv", "inf-mllm"])
+def test_cached_rotation_matches_the_graph_rotation(pair, policy):
+    graph, cached = pair
+    assert cached.manifest.key_rope == "cached" and "pos_shift" in cached.manifest.inputs
+    want, _ = _stream(graph, policy)
+    got, session = _stream(cached, policy)
+    assert session.cache.evictions > 50  # the stream ran far past the budget
+    for w, g in zip(want, got, strict=True):
+        assert np.abs(w - g).max() < 2e-4
+
+
+def test_streaming_re_rotates_only_the_sinks(pair):
+    _, cached = pair
+    _, session = _stream(cached, "streaming")
+    rotation, cache = session.cache.rotation, session.cache
+    evicting_steps = cache.evictions
+    sinks = 4 * cache.orig_pos.shape[0] * cache.orig_pos.shape[1]
+    # every eviction moves the window's ranks: the shift follows, the sinks turn
+    assert 0 < rotation.rotated <= sinks * evicting_steps
+    assert np.all(rotation.shift > 0)
+
+
+def test_renormalisation_keeps_the_logits(pair):
+    graph, cached = pair
+    want, _ = _stream(graph, "streaming")
+    # a table just above budget + chunk: the shift hits it every few evictions
+    got, session = _stream(cached, "streaming", limit=BUDGET + CHUNK + 5)
+    assert session.cache.rotation.shift.max() <= 5
+    for w, g in zip(want, got, strict=True):
+        assert np.abs(w - g).max() < 2e-4
+
+
+def test_torch_backend_reads_a_rotated_bundle(pair):
+    _, cached = pair
+    ort_logits, _ = _stream(cached, "h2o", tokens=70)
+    torch_logits, _ = _stream(cached, "h2o", backend="torch", tokens=70)
+    for a, b in zip(ort_logits, torch_logits, strict=True):
+        assert np.abs(a - b).max() < 2e-4
+
+
+def test_merges_average_pre_rope_keys():
+    cache = KVCache.allocate(1, 1, 4, 4)
+    cache.rotation = KeyRotation.allocate((1, 1, 4), [1.0, 0.1], 1.0, 100, by_rank=False)
+    plain = KVCache.allocate(1, 1, 4, 4)
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(size=(2, 1, 1, 1, 4)).astype(np.float32)
+    for c in (cache, plain):
+        c.write(np.array([[[2]]]), first, first, np.array([7]))
+        c.merge_into(np.array([[2]]), second[:, :, 0], second[:, :, 0])
+    at = (np.array([0]), np.array([0]), np.array([2]))
+    assert np.allclose(cache.prerope_keys(at), plain.keys[at], atol=1e-6)
+    assert np.allclose(cache.keys[at], cache.rotation.place(plain.keys[at], np.array([7])),
+                       atol=1e-6)
+
+
+def test_cached_keys_need_the_ort_target():
+    with pytest.raises(EdgeKVError, match="--target ort"):
+        ExportOptions(key_rope="cached", target="tensorrt").check()
+    with pytest.raises(EdgeKVError, match="--key-rope"):
+        ExportOptions(key_rope="sideways").check()
+
+
+def test_device_backends_refuse_a_rotated_bundle(pair, monkeypatch):
+    from edgekv.runtime import backends
+
+    _, cached = pair
+    fake = dataclasses.make_dataclass("Fake", [("name", str, "trt")])
+    monkeypatch.setitem(backends.BACKENDS, "trt", lambda *_a: fake())
+    with pytest.raises(EdgeKVError, match="key-rope graph"):
+        Session.open(cached, backend="trt")
