@@ -33,6 +33,7 @@ def compare(bundle_dir: str | Path, model: Any, ids: list[int], backend: str = "
 
 def compare_with_step(bundle_dir: str | Path, step: Any, ids: list[int]) -> float:
     """Max |logit diff| between the bundle (ORT) and `step` run eagerly on the same cache path."""
+    from edgekv.runtime import key_rotation
     from edgekv.runtime.backends.torch_ref import TorchBackend
     from edgekv.runtime.cache import KVCache
     from edgekv.runtime.policies import make_policy
@@ -41,6 +42,7 @@ def compare_with_step(bundle_dir: str | Path, step: Any, ids: list[int]) -> floa
     m = bundle.manifest
     d = m.dims
     cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim, bundle.kv_dtype)
+    key_rotation.attach(cache, m, m.position_mode)
     session = Session(bundle, make_policy("full"), TorchBackend(step, cache), cache,
                       m.position_mode, m.chunk)
     parts: list[np.ndarray] = []

@@ -200,6 +200,8 @@ class KVCache:
             pos = self.rotation.write_pos(at, layer, head)
             self.keys[layer, head, slots] = self.rotation.place(new_keys, pos)
             self.rotation.key_pos[layer, head, slots] = pos
+            last = np.argmax(self.rank[layer, head, slots], axis=-1)[..., None]
+            self.rotation.newest[...] = np.take_along_axis(slots, last, -1)[..., 0]
 
     def merge_into(self, target: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray,
                    where: np.ndarray | None = None) -> None:

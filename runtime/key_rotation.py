@@ -20,6 +20,7 @@ the float32 rounding of each step only, not by |cos² + sin²| - 1 per step).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class KeyRotation:
     key_pos: np.ndarray  # [L, Hkv, capacity] int64: the position each cached key is rotated to
     shift: np.ndarray  # [L, Hkv] int64: pos_shift, the graph input
     rotated: np.ndarray  # [] int64: keys re-rotated so far (what this costs; `edgekv bench`)
+    newest: np.ndarray  # [L, Hkv] int64: the slot written last (the highest rank)
 
     @classmethod
     def allocate(cls, meta: tuple[int, int, int], inv_freq: list[float], scale: float,
@@ -40,12 +42,15 @@ class KeyRotation:
         return cls(np.asarray(inv_freq, dtype=np.float64), np.array(scale, dtype=np.float64),
                    np.array(limit, dtype=np.int64), np.array(by_rank),
                    np.zeros(meta, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
-                   np.array(0, dtype=np.int64))
+                   np.array(0, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64))
 
     def turn(self, keys: np.ndarray, delta: np.ndarray, gain: float = 1.0) -> np.ndarray:
         """`keys` [..., D] rotated by `delta` [...] positions (rotate-half layout), times gain."""
-        angle = np.asarray(delta, dtype=np.float64)[..., None] * self.inv_freq
-        cos, sin = np.cos(angle) * gain, np.sin(angle) * gain
+        # Few distinct deltas per call (the sinks all move by one): trigonometry once each.
+        distinct, which = np.unique(np.asarray(delta, dtype=np.int64), return_inverse=True)
+        angle = distinct.astype(np.float64)[:, None] * self.inv_freq
+        cos = (np.cos(angle) * gain)[which.reshape(np.shape(delta))]
+        sin = (np.sin(angle) * gain)[which.reshape(np.shape(delta))]
         half = keys.shape[-1] // 2
         x = keys.astype(np.float64)
         x1, x2 = x[..., :half], x[..., half:]
@@ -67,23 +72,33 @@ class KeyRotation:
               chunk_end: int) -> np.ndarray:
         """Re-rotate what must move so every valid key sits at slot_pos + shift; the new shift
         [L, Hkv] (pos_shift). `chunk_end`: one past the chunk's last position."""
-        diff = self.key_pos - slot_pos
-        # Candidates per head: the shift as it is, or the newest key's offset (after an
-        # eviction of older tokens the recent ranks all moved by the same amount).
-        newest = np.argmax(np.where(valid, slot_pos, -1), axis=-1)[..., None]
-        moved = np.take_along_axis(diff, newest, -1)[..., 0]
-        stay = (valid & (diff == self.shift[..., None])).sum(-1)
-        follow = (valid & (diff == moved[..., None])).sum(-1)
-        shift = np.where(follow > stay, moved, self.shift)
-        top = np.where(valid, slot_pos, 0).max(-1)
+        if not self.by_rank:
+            return self.shift  # stream positions never move: keys stay where they were written
+        # Each head follows its newest key: when older tokens are evicted, the recent ranks
+        # all move by the same amount, and only the keys older than the gap turn.
+        layer, head = np.indices(self.shift.shape, sparse=True)
+        newest = self.newest
+        if not valid[layer, head, newest].all():  # the newest token itself was dropped
+            newest = np.argmax(np.where(valid, slot_pos, -1), axis=-1)
+        found = valid[layer, head, newest]
+        top = slot_pos[layer, head, newest]
+        shift = self.key_pos[layer, head, newest] - top
         over = shift + np.maximum(top + 1, chunk_end) > self.limit
-        shift = np.where(over | ~valid.any(-1), 0, shift)
-        layer, head, slot = np.nonzero(valid & (diff != shift[..., None]))
-        if len(slot):
-            at = (layer, head, slot)
-            delta = slot_pos[at] + shift[layer, head] - self.key_pos[at]
+        shift = np.where(over | ~found, 0, shift)
+        mismatch = np.not_equal(self.key_pos - slot_pos, shift[..., None])
+        at = np.nonzero(np.logical_and(mismatch, valid, out=mismatch))
+        if len(at[0]):
+            delta = slot_pos[at] + shift[at[:2]] - self.key_pos[at]
             keys[at] = self.turn(keys[at], delta)
             self.key_pos[at] += delta
-            self.rotated += len(slot)
+            self.rotated += len(at[0])
         self.shift[...] = shift
         return self.shift
+
+def attach(cache: Any, manifest: Any, position_mode: str) -> None:
+    """Give `cache` (a KVCache) the rotation a `key_rope` "cached" bundle needs; else nothing."""
+    if manifest.key_rope == "cached":
+        d = manifest.dims
+        cache.rotation = KeyRotation.allocate(
+            cache.orig_pos.shape, d.rope_inv_freq, d.rope_attention_scaling, manifest.rope_table,
+            by_rank=position_mode == "cache")

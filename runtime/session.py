@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from edgekv.runtime import mrope
+from edgekv.runtime import key_rotation, mrope
 from edgekv.runtime.backends import Backend, make_backend
 from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.cache import TEXT, KVCache
 from edgekv.runtime.errors import BudgetError, BundleError
-from edgekv.runtime.key_rotation import KeyRotation
 from edgekv.runtime.policies import Policy, make_policy
 from edgekv.runtime.policies.base import Chunk
 from edgekv.runtime.sampler import Sampler
@@ -80,10 +79,7 @@ class Session:
                                  bundle.kv_dtype, budget=budget,
                                  mrope=m.position_scheme == "mrope")
         position_mode = position_mode or m.position_mode
-        if m.key_rope == "cached":
-            cache.rotation = KeyRotation.allocate(
-                cache.orig_pos.shape, d.rope_inv_freq, d.rope_attention_scaling, m.rope_table,
-                by_rank=position_mode == "cache")
+        key_rotation.attach(cache, m, position_mode)
         chosen = make_backend(backend, bundle, cache, threads, say)
         if m.key_rope == "cached" and chosen.name not in ROTATED_KEY_BACKENDS:
             raise BundleError(
