@@ -7,6 +7,7 @@ post-eviction cache, the policy observes the attention, then the chunk's K/V are
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,12 @@ class Session:
                 f"this bundle caches keys rotated (key_rope 'cached'), which the {chosen.name} "
                 f"backend does not keep; use --backend {' or '.join(ROTATED_KEY_BACKENDS)}, or "
                 "re-export with --key-rope graph")
+        if m.key_rope == "cached" and position_mode == "cache" and not policy.oldest_first:
+            warnings.warn(
+                f"policy {policy.name!r} evicts from the middle of the cache: with keys cached "
+                "rotated (this bundle) every key older than an evicted one is turned again at "
+                "each step (SmolLM2, budget 2048: ~50 ms per decode step); export with "
+                "--key-rope graph for scored policies", stacklevel=2)
         return cls(bundle, policy, chosen, cache, position_mode, m.chunk)
 
     # -- feeding --------------------------------------------------------------------------------

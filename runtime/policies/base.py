@@ -44,6 +44,9 @@ class Policy:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # Evicts only the oldest tokens after the sinks, so ranks move together (keys cached
+    # rotated then turn only the sinks; runtime/key_rotation.py).
+    oldest_first: ClassVar[bool] = False
 
     def min_budget(self, chunk: int) -> int:
         """The smallest budget that holds this policy's fixed parts plus one chunk."""

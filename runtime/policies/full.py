@@ -12,6 +12,7 @@ from edgekv.runtime.policies.base import Policy
 class Full(Policy):
     name: ClassVar[str] = "full"
     summary: ClassVar[str] = "keep every token; error when the budget is full"
+    oldest_first: ClassVar[bool] = True
 
     def make_room(self, cache: KVCache, n: int) -> None:
         if cache.free_count().min() < n:

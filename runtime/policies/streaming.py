@@ -16,6 +16,7 @@ from edgekv.runtime.policies.base import Policy, evict_oldest
 class Streaming(Policy):
     name: ClassVar[str] = "streaming"
     summary: ClassVar[str] = "attention sinks + most recent tokens (StreamingLLM)"
+    oldest_first: ClassVar[bool] = True
     sinks: int = 4
 
     def min_budget(self, chunk: int) -> int:

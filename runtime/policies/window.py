@@ -11,6 +11,7 @@ from edgekv.runtime.policies.base import Policy, evict_oldest
 class Window(Policy):
     name: ClassVar[str] = "window"
     summary: ClassVar[str] = "most recent tokens only"
+    oldest_first: ClassVar[bool] = True
 
     def make_room(self, cache: KVCache, n: int) -> None:
         evict_oldest(cache, n)

@@ -2,6 +2,7 @@
 evictions, rank shifts, merges and re-normalisation, for every policy."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -34,6 +35,7 @@ def pair(tiny_bundle):
             Bundle.open(tiny_bundle("llama", budget=BUDGET, chunk=CHUNK, key_rope="cached")))
 
 
+@pytest.mark.filterwarnings("ignore:policy")
 @pytest.mark.parametrize("policy", ["streaming", "window", "h2o", "snapkv", "inf-mllm"])
 def test_cached_rotation_matches_the_graph_rotation(pair, policy):
     graph, cached = pair
@@ -66,6 +68,17 @@ def test_renormalisation_keeps_the_logits(pair):
         assert np.abs(w - g).max() < 2e-4
 
 
+def test_scored_policies_are_warned_of_the_cost(pair):
+    _, cached = pair
+    with pytest.warns(UserWarning, match="--key-rope graph"):
+        Session.open(cached, policy="h2o")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Session.open(cached, policy="streaming")
+        Session.open(cached, policy="h2o", position_mode="absolute")
+
+
+@pytest.mark.filterwarnings("ignore:policy")
 def test_torch_backend_reads_a_rotated_bundle(pair):
     _, cached = pair
     ort_logits, _ = _stream(cached, "h2o", tokens=70)
