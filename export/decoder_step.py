@@ -15,7 +15,7 @@ re-rotates only the keys whose rank did not move (the sinks).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from torch import nn
 from edgekv.export import rope_op
 from edgekv.export.manifest import EMPTY_SLOT_BIAS, DecoderDims
 
+ChunkRotation = Callable[[torch.Tensor, int], torch.Tensor]  # (queries or keys, layer) -> rotated
 _EXP_FLOOR = -80.0  # softmax exponents below this are taken as this (see DecoderStep.forward)
 
 
@@ -127,7 +128,7 @@ class DecoderStep(nn.Module):
         dtype = self.lm_head.weight.dtype
         return (freqs.cos() * scale).to(dtype), (freqs.sin() * scale).to(dtype)
 
-    def _chunk_rotation(self, query_pos: torch.Tensor):
+    def _chunk_rotation(self, query_pos: torch.Tensor) -> ChunkRotation:
         """Rotation of the chunk's queries [Hq, c, D] (or new keys [Hkv, c, D]) of layer i at
         `query_pos[i]` [Hkv, c]: each KV head's group of query heads at its own positions."""
         n_kv, d = self.dims.num_kv_heads, self.dims.head_dim

@@ -138,3 +138,16 @@ def test_cli_export_takes_key_rope(tiny_model_dir, tmp_path):
     assert main(["export", str(tiny_model_dir("llama")), "--out", str(out), "--budget", "48",
                  "--chunk", "8", "--key-rope", "cached"]) == 0
     assert Bundle.open(out).manifest.key_rope == "cached"
+
+
+def test_snapshot_restores_the_rotation(pair):
+    from edgekv.runtime.snapshot import Snapshot
+
+    _, cached = pair
+    _, session = _stream(cached, "streaming", tokens=80)
+    saved = Snapshot.take(session)
+    before = session.step(cached.embed(np.array([9]))).copy()
+    for token in range(20):  # the shift moves on, the sinks turn
+        session.step(cached.embed(np.array([token])))
+    saved.restore(session)
+    assert np.array_equal(session.step(cached.embed(np.array([9]))), before)
