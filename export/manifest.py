@@ -129,6 +129,8 @@ class Manifest:
     # "cached": keys cached rotated; the graph takes pos_shift [L,Hkv] instead of slot_pos and
     # the runtime keeps them rotated (runtime/key_rotation.py; ONNX Runtime bundles only).
     key_rope: str = "graph"
+    # int4 bundles: the MatMulNBits compute, "int8" (activations in int8 blocks) or "fp32".
+    quant_compute: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -4,9 +4,11 @@ Every projection of the decoder layers (`Gemm(x, W, transB=1)` on a weight initi
 becomes ONNX Runtime's `com.microsoft.MatMulNBits` with uint4 blocks of `block_size` along
 the input axis. The lm_head becomes an 8-bit MatMulNBits (symmetric blocks of 32, int8
 activations: `quantize_lm_head`), or stays fp32 sharing `embed.bin` with the token lookup.
-Activations, KV and attention stay fp32. Measured on SmolLM2 (whose weights are Q4_1),
-perplexity over 4,096 tokens at budget 512: fp32 19.5602; int4 with a float offset per block
-19.5602 (the Q4_1 grid is kept exactly); with integer zero points (ONNX Runtime's own
+The nodes are written exact (fp32 compute) for export validation, then `set_compute` gives
+them the compute the bundle ships with (int8 activations by default). KV and attention stay
+fp32. Measured on SmolLM2 (whose weights are Q4_1), perplexity over 4,096 tokens at budget
+512, fp32 compute: fp32 19.5602; int4 with a float offset per block 19.5602 (the Q4_1 grid is
+kept exactly); with integer zero points (ONNX Runtime's own
 quantizer) 23.42; with the lm_head quantized too 25.20.
 
 How the float offset is carried (w = scale * q + offset per block, Q4_1's form): MatMulNBits
@@ -32,15 +34,20 @@ from edgekv.export.manifest import LM_HEAD
 
 QUANT_FORMAT = "ort-matmulnbits-uint4-blockoffset"
 BLOCK_SIZE = 32
-# The 8-bit lm_head computes with int8 activations (level 4): at level 0 ONNX Runtime has no
-# packed 8-bit kernel and decode ran 4.5x slower. On SmolLM2 (whose embedding is GGUF Q8_0, so
-# the weights are kept exactly) level 4 moved logits by at most 0.44 (mean 0.045) and
-# perplexity by +0.06% (19.549 -> 19.560), for +14% decode and -47 MiB peak (docs/bench.md).
+# MatMulNBits' accuracy_level per `--int4-compute`: "int8" rounds each block of activations to
+# int8 and uses integer dot products (ONNX Runtime's level 4; llama.cpp's Q4_1 x Q8_1 does the
+# same), "fp32" computes with the exact weights. SmolLM2, budget 2048, 2 threads: decode graph
+# 14.4 -> 13.2 ms, peak RSS -52 MiB (level 0 dequantizes blocks to fp32 for a prefill chunk),
+# streaming perplexity 19.560 -> 19.656 (+0.5%; fp32 bundle 19.549). docs/bench.md.
+COMPUTE_LEVELS = {"int8": 4, "fp32": 0}
+# The 8-bit lm_head computes with int8 activations whatever the layers do: at level 0 ONNX
+# Runtime has no packed 8-bit kernel and decode ran 4.5x slower. On SmolLM2 (whose embedding
+# is GGUF Q8_0, so the weights are kept exactly) level 4 moved logits by at most 0.44 (mean
+# 0.045) and perplexity by +0.06% (19.549 -> 19.560), for +14% decode and -47 MiB peak.
 LM_HEAD_ACCURACY_LEVEL = 4
-# MatMulNBits compute in fp32 (0). Level 4 (int8 activations) decoded only 7% faster, prefilled
-# 10% slower and moved the logits by 2.6 (fails validation); docs/bench.md, "Levers measured".
-ACCURACY_LEVEL = 0
-
+# Level 0 computes with the dequantized weights exactly: what export validation runs, so a
+# wrong layout shows as a difference of 1e-2, not hidden in int8 rounding.
+EXACT_LEVEL = 0
 
 def quantize_blocks(weight_nk: np.ndarray, block_size: int = BLOCK_SIZE):
     """W [N, K] (Gemm transB layout) -> (packed [N, blocks, block/2] uint8, scales [N, blocks],
@@ -93,7 +100,7 @@ def int8_blocks(weight_nk: np.ndarray, block_size: int = BLOCK_SIZE
 
 def quantize_lm_head(model: onnx.ModelProto, weight_nk: np.ndarray,
                      block_size: int = BLOCK_SIZE,
-                     accuracy_level: int = LM_HEAD_ACCURACY_LEVEL) -> np.ndarray:
+                     accuracy_level: int = EXACT_LEVEL) -> np.ndarray:
     """Replace the Gemm on `lm_head.weight` (an initializer, or a graph input too) by an 8-bit
     MatMulNBits; returns the dequantized W the node computes with."""
     graph = model.graph
@@ -118,7 +125,7 @@ def quantize_lm_head(model: onnx.ModelProto, weight_nk: np.ndarray,
 
 def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE,
                    keep: tuple[str, ...] = (LM_HEAD,),
-                   accuracy_level: int = ACCURACY_LEVEL) -> dict[str, np.ndarray]:
+                   accuracy_level: int = EXACT_LEVEL) -> dict[str, np.ndarray]:
     """Rewrite every weight Gemm of `model` in place, but those on `keep`; returns
     {weight name: dequantized W}."""
     graph = model.graph
@@ -163,6 +170,20 @@ def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE,
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return dequantized
+
+
+def set_compute(model: onnx.ModelProto, compute: str | None) -> None:
+    """Set every MatMulNBits' accuracy_level: the 4-bit layers per `compute` ("int8" / "fp32",
+    COMPUTE_LEVELS), the 8-bit lm_head to LM_HEAD_ACCURACY_LEVEL; None: all exact (level 0)."""
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        bits = next(a.i for a in node.attribute if a.name == "bits")
+        level = (EXACT_LEVEL if compute is None
+                 else LM_HEAD_ACCURACY_LEVEL if bits == 8 else COMPUTE_LEVELS[compute])
+        for attr in node.attribute:
+            if attr.name == "accuracy_level":
+                attr.i = level
 
 
 def _block_sum(graph: onnx.GraphProto, nodes: list, x: str, k: int, block_size: int) -> str:

@@ -49,7 +49,41 @@ def int4_bundle(tiny_bundle):
 
 @pytest.fixture(scope="module")
 def int4_fp32_head_bundle(tiny_bundle):
-    return tiny_bundle("qwen2", budget=320, chunk=32, dtype="int4", lm_head="fp32")
+    return tiny_bundle("qwen2", budget=320, chunk=32, dtype="int4", lm_head="fp32",
+                       int4_compute="fp32")
+
+
+def _levels(bundle) -> dict[int, set[int]]:
+    """bits -> the accuracy levels of the bundle's MatMulNBits nodes of that width."""
+    graph = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
+    levels: dict[int, set[int]] = {}
+    for node in (n for n in graph.graph.node if n.op_type == "MatMulNBits"):
+        attrs = {a.name: a.i for a in node.attribute}
+        levels.setdefault(attrs["bits"], set()).add(attrs["accuracy_level"])
+    return levels
+
+
+def test_int4_ships_the_compute_asked_for_after_validating_exact(int4_bundle,
+                                                                 int4_fp32_head_bundle):
+    m = load_manifest(int4_bundle)  # the default: int8 activations, the lm_head's too
+    assert m.quant_compute == "int8" and _levels(int4_bundle) == {4: {4}, 8: {4}}
+    assert 0 < m.validation["compute_vs_hf"] <= exporter.INT8_COMPUTE_DRIFT * 100
+    m = load_manifest(int4_fp32_head_bundle)
+    assert m.quant_compute == "fp32" and _levels(int4_fp32_head_bundle) == {4: {0}}
+    # exact compute: what validation measured is what ships
+    assert m.validation["compute_vs_hf"] <= 1e-2 + m.validation["vs_hf"]
+
+
+def test_a_gross_int8_compute_drift_refuses_the_bundle(tiny_model_dir, tmp_path, monkeypatch):
+    from edgekv.export.exporter import ExportOptions, export
+    from edgekv.runtime.errors import ModelError
+
+    monkeypatch.setattr(exporter, "INT8_COMPUTE_DRIFT", 0.0)  # any rounding is too much
+    out = tmp_path / "b"
+    with pytest.raises(ModelError, match="int8 compute differs"):
+        export(str(tiny_model_dir("llama")), out,
+               ExportOptions(budget=64, chunk=16, dtype="int4"), log=lambda _m: None)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_int4_graph_matches_its_dequantized_weights(int4_bundle, int4_fp32_head_bundle):
@@ -67,7 +101,7 @@ def test_int4_graph_matches_its_dequantized_weights(int4_bundle, int4_fp32_head_
         assert ops.count("Gemm") == len(weight_gemms) + 2 * 4  # + the block-offset terms
         if head_bits:
             assert weight_gemms == [] and not m.embedding.shared_with_lm_head
-            assert m.validation["max_abs_logit_diff"] <= exporter.INT8_LM_HEAD_TOLERANCE
+            assert m.validation["max_abs_logit_diff"] <= 1e-2  # validated with exact compute
         else:  # the lm_head fp32, still sharing embed.bin
             assert len(weight_gemms) == 1 and m.embedding.shared_with_lm_head
             assert m.validation["max_abs_logit_diff"] <= 1e-2
