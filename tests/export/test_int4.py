@@ -11,7 +11,9 @@ from edgekv.export.quantize import (
     dequantize_blocks,
     int8_blocks,
     quantize_blocks,
+    quantize_graph,
     quantize_lm_head,
+    set_compute,
 )
 from edgekv.export.trt_check import check_bundle
 from edgekv.export.validate import bundle_logits, hf_logits
@@ -116,6 +118,33 @@ def test_int8_blocks_keep_a_q8_0_grid_exactly():
     q, scales = int8_blocks(w)
     back = ((q.astype(np.float32) - 128) * scales[..., None]).reshape(w.shape)
     assert np.abs(back - w).max() <= 1e-6  # float rounding of the scale only
+
+
+@pytest.mark.parametrize("compute", [None, "int8"])
+def test_int4_node_with_bias_and_a_partial_block_computes_its_weights(compute):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    n, k = 48, 70  # k not a multiple of the block: the last block has 6 columns
+    w = rng.normal(size=(n, k)).astype(np.float32)
+    bias = rng.normal(size=n).astype(np.float32)
+    x = rng.normal(size=(5, k)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "proj",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, n])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    dequantized = quantize_graph(model)["w"]
+    set_compute(model, compute)
+    assert [nd.op_type for nd in model.graph.node] == ["MatMul", "MatMulNBits", "Gemm"]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x})[0]
+    want = x @ dequantized.T + bias
+    # exact compute: the dequantized weights and the bias; int8 rounds x to blocks as well
+    scale = 1e-4 if compute is None else 0.05
+    assert np.abs(got - want).max() <= scale * np.abs(want).max()
 
 
 @pytest.mark.parametrize("level", [0, 4])
