@@ -16,6 +16,7 @@ import torch
 
 from edgekv.export.decoder_step import DecoderStep
 from edgekv.export.manifest import EMPTY_SLOT_BIAS, LM_HEAD, LOGIT_ROWS, POS_SHIFT
+from edgekv.export.node_order import schedule_attn_mass
 
 INPUTS = ["inputs_embeds", "chunk_pos", "past_keys", "past_values", "slot_pos", "slot_bias",
           "mass_weight"]
@@ -114,6 +115,7 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path,
     model = program.model_proto
     if module is not step:
         _strip_prefix(model, "step.")  # the wrapper's attribute; weights keep DecoderStep's names
+    schedule_attn_mass(model)
     return model
 
 
