@@ -38,15 +38,6 @@ class OrtBackend:
         # "Levers measured"): int4 peak 758 -> 596 MiB, prefill 579 -> 586 tok/s; arena off
         # instead: 600 MiB but prefill 413 tok/s.
         opts.enable_mem_pattern = False
-        if manifest.key_rope == "cached":
-            # ONNX Runtime's default order runs every layer's attn_mass product after the whole
-            # network, so each layer's softmax numerator stays alive until then (30 x 4.5 MiB for
-            # a 64-token chunk at budget 2048). The priority-based order runs it at once. With
-            # keys cached rotated it is as fast or faster (int4 SmolLM2, 2 threads: peak 568 ->
-            # 428 MiB, prefill +10%, decode equal); with the keys' RoPE in the graph it made
-            # Q.K^T slower and decode 4-9% slower, so those bundles keep the default order
-            # (docs/bench.md, "Measured and not adopted").
-            opts.execution_order = ort.ExecutionOrder.PRIORITY_BASED
         if threads:
             opts.intra_op_num_threads = threads
         table = manifest.embedding

@@ -152,11 +152,3 @@ def test_snapshot_restores_the_rotation(pair):
     saved.restore(session)
     assert np.array_equal(session.step(cached.embed(np.array([9]))), before)
 
-
-def test_rotated_bundles_run_in_priority_order(pair):
-    import onnxruntime as ort
-
-    graph, cached = (Session.open(b, policy="streaming").backend.session for b in pair)
-    # the priority order frees each layer's softmax numerator at once (docs/bench.md)
-    assert cached.get_session_options().execution_order == ort.ExecutionOrder.PRIORITY_BASED
-    assert graph.get_session_options().execution_order == ort.ExecutionOrder.DEFAULT
