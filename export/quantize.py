@@ -8,8 +8,8 @@ The nodes are written exact (fp32 compute) for export validation, then `set_comp
 them the compute the bundle ships with (int8 activations by default). KV and attention stay
 fp32. Measured on SmolLM2 (whose weights are Q4_1), perplexity over 4,096 tokens at budget
 512, fp32 compute: fp32 19.5602; int4 with a float offset per block 19.5602 (the Q4_1 grid is
-kept exactly); with integer zero points (ONNX Runtime's own
-quantizer) 23.42; with the lm_head quantized too 25.20.
+kept exactly); with integer zero points (ONNX Runtime's own quantizer) 23.42; with the lm_head
+quantized too 25.20.
 
 How the float offset is carried (w = scale * q + offset per block, Q4_1's form): MatMulNBits
 takes float zero points, but then ONNX Runtime cannot prepack the weights and dequantizes all
@@ -49,6 +49,7 @@ LM_HEAD_ACCURACY_LEVEL = 4
 # Level 0 computes with the dequantized weights exactly: what export validation runs, so a
 # wrong layout shows as a difference of 1e-2, not hidden in int8 rounding.
 EXACT_LEVEL = 0
+
 
 def quantize_blocks(weight_nk: np.ndarray, block_size: int = BLOCK_SIZE):
     """W [N, K] (Gemm transB layout) -> (packed [N, blocks, block/2] uint8, scales [N, blocks],
