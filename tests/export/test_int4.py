@@ -69,7 +69,7 @@ def test_int4_ships_the_compute_asked_for_after_validating_exact(int4_bundle,
                                                                  int4_fp32_head_bundle):
     m = load_manifest(int4_bundle)  # the default: int8 activations, the lm_head's too
     assert m.quant_compute == "int8" and _levels(int4_bundle) == {4: {4}, 8: {4}}
-    assert 0 < m.validation["compute_vs_hf"] <= exporter.INT8_COMPUTE_DRIFT * 100
+    assert m.validation["compute_vs_hf"] > m.validation["vs_hf"]  # int8 rounding took effect
     m = load_manifest(int4_fp32_head_bundle)
     assert m.quant_compute == "fp32" and _levels(int4_fp32_head_bundle) == {4: {0}}
     # exact compute: what validation measured is what ships
