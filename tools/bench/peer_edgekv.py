@@ -52,7 +52,14 @@ def main() -> None:
         overhead_frac=overhead(stats.graph_s - prefill_graph_s, stats.step_s - prefill_step_s),
         overhead_frac_prefill=overhead(prefill_graph_s, prefill_step_s),
         budget=session.cache.budget, policy=session.policy.name,
+        bundle=bundle_options(bundle.manifest),
     ))
+
+
+def bundle_options(manifest) -> dict:  # noqa: ANN001 - Manifest
+    """The export options that change speed or memory, so a report says what it measured."""
+    return {"dtype": manifest.dtype, "budget": manifest.budget, "chunk": manifest.chunk,
+            "key_rope": manifest.key_rope, "quant_compute": manifest.quant_compute}
 
 
 def long_stream(session, ids, mark: int) -> dict:  # noqa: ANN001 - Session, np.ndarray

@@ -78,10 +78,19 @@ def render(report: Result) -> str:
         for budget, run in (r.get("long") or {}).items():
             if "error" in run:
                 notes.append(f"{name} long stream{_at(budget)}: {run['error']}")
+    lines += [f"{name} bundle: {_options(r['bundle'])}" for name, r in rows[:2] if "bundle" in r]
     lines += ["", *_ratio_lines(report), "", _bound_line(report["bound"])]
     if notes:
         lines += ["", "errors:", *(f"  {n}" for n in notes)]
     return "\n".join(lines)
+
+
+def _options(bundle: Result) -> str:
+    words = [bundle["dtype"], f"budget {bundle['budget']}", f"chunk {bundle['chunk']}",
+             f"keys rotated in the {'cache' if bundle['key_rope'] == 'cached' else 'graph'}"]
+    if bundle.get("quant_compute"):
+        words.append(f"{bundle['quant_compute']} compute")
+    return ", ".join(words)
 
 
 def _at(budget: str) -> str:
