@@ -260,11 +260,13 @@ def export_model(
         manifest = manifest.with_files(tmp)
         manifest.save(tmp)
         ids = tokenizer(VALIDATION_PROMPT).input_ids[: options.budget]
+        reference = None  # HF's logits on `ids`, when validating
         if options.validate:
-            from edgekv.export.validate import compare, compare_with_step
+            from edgekv.export.validate import compare_with_step, hf_logits, max_diff
 
             tolerance = options.tolerance or DEFAULT_TOLERANCE[options.dtype]
-            diff = compare(tmp, model, ids)
+            reference = hf_logits(model, ids)
+            diff = max_diff(tmp, ids, reference)
             log(f"validation: max |logit diff| vs HF = {diff:.2e} over {len(ids)} tokens")
             vs_hf = diff
             if quantized:
@@ -285,7 +287,7 @@ def export_model(
             manifest = replace(manifest, validation=validation)
             manifest.save(tmp)
         if quantized:
-            manifest = _ship_compute(proto, tmp, manifest, options, model, ids, log)
+            manifest = _ship_compute(proto, tmp, manifest, options, reference, ids, log)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -301,19 +303,19 @@ def export_model(
 
 
 def _ship_compute(proto: Any, tmp: Path, manifest: Manifest, options: ExportOptions,
-                  model: Any, ids: list[int], log: Log) -> Manifest:
-    """Rewrite the validated (exact) int4 graph with the compute it ships with; with
-    validation, measure what that compute moves against HF and refuse a gross difference."""
+                  reference: np.ndarray | None, ids: list[int], log: Log) -> Manifest:
+    """Rewrite the validated (exact) int4 graph with the compute it ships with; with the HF
+    `reference` logits (validation), measure what that compute moves and refuse a gross
+    difference."""
     set_compute(proto, options.int4_compute)
     onnx.save_model(proto, tmp / manifest.graphs["decoder"])
     manifest = manifest.with_files(tmp)
     manifest.save(tmp)
-    if options.validate and manifest.validation is not None:
-        from edgekv.export.validate import bundle_logits, hf_logits
+    if reference is not None and manifest.validation is not None:
+        from edgekv.export.validate import max_diff
 
-        ref = hf_logits(model, ids)
-        drift = float(np.abs(bundle_logits(tmp, ids) - ref).max())
-        bound = INT8_COMPUTE_DRIFT * float(np.abs(ref).max())
+        drift = max_diff(tmp, ids, reference)
+        bound = INT8_COMPUTE_DRIFT * float(np.abs(reference).max())
         log(f"validation: {options.int4_compute} compute moves logits by {drift:.2e} vs HF "
             f"(refused above {bound:.2e})")
         if not drift <= bound:

@@ -28,7 +28,13 @@ def bundle_logits(bundle_dir: str | Path, ids: list[int], backend: str = "ort") 
 
 
 def compare(bundle_dir: str | Path, model: Any, ids: list[int], backend: str = "ort") -> float:
-    return float(np.abs(bundle_logits(bundle_dir, ids, backend) - hf_logits(model, ids)).max())
+    return max_diff(bundle_dir, ids, hf_logits(model, ids), backend)
+
+
+def max_diff(bundle_dir: str | Path, ids: list[int], reference: np.ndarray,
+             backend: str = "ort") -> float:
+    """Max |logit difference| of the bundle against `reference` logits [len(ids), V]."""
+    return float(np.abs(bundle_logits(bundle_dir, ids, backend) - reference).max())
 
 
 def compare_with_step(bundle_dir: str | Path, step: Any, ids: list[int]) -> float:
