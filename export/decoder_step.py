@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from edgekv.export import rope_op
+from edgekv.export import gqa_op, rope_op
 from edgekv.export.manifest import EMPTY_SLOT_BIAS, DecoderDims
 
 ChunkRotation = Callable[[torch.Tensor, int], torch.Tensor]  # (queries or keys, layer) -> rotated
@@ -90,17 +90,22 @@ class DecoderStep(nn.Module):
 
     def __init__(self, dims: DecoderDims, dtype: torch.dtype = torch.float32,
                  rope_table: int = 0, fused_norm: bool = False,
-                 cached_rope: bool = False) -> None:
+                 cached_rope: bool = False, gqa: bool = False) -> None:
         """`rope_table` > 0: positions below it come from a cos/sin table through the fused
         `edgekv::rope` op (ONNX Runtime's RotaryEmbedding); 0: computed in the graph from
         standard ops only (what TensorRT parses). `fused_norm`: RMSNorm in the form ONNX
-        Runtime fuses (ReduceMean, which TensorRT 10.3's parser rejects here)."""
+        Runtime fuses (ReduceMean, which TensorRT 10.3's parser rejects here). `gqa`: each
+        layer's attention is one `edgekv::gqa` op (export/gqa_op.py; needs `cached_rope` and
+        a `rope_table`); the outputs then end with each layer's present K, then V."""
         super().__init__()
         self.dims = dims
         self.rope_table = rope_table
         if cached_rope and dims.mrope_section:
             raise ValueError("cached (pre-rotated) keys need 1-D RoPE; M-RoPE rotates in the graph")
         self.cached_rope = cached_rope
+        if gqa and not (cached_rope and rope_table):
+            raise ValueError("gqa attention needs keys cached rotated and a RoPE table")
+        self.gqa = gqa
         self.layers = nn.ModuleList(DecoderLayer(dims, fused_norm) for _ in range(dims.num_layers))
         self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, fused_norm)
         self.lm_head = nn.Linear(dims.hidden_size, dims.vocab_size, bias=False)
@@ -158,11 +163,22 @@ class DecoderStep(nn.Module):
         slot_bias: torch.Tensor,
         mass_weight: torch.Tensor,
         logit_rows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         dims = self.dims
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
         c = inputs_embeds.shape[1]
         x = inputs_embeds[0]
+        if self.gqa:
+            # One shift per layer (the runtime keeps a layer's heads at one, KeyRotation
+            # uniform): the chunk's heads rotate in their packed layout, one op each for q, k.
+            layer_pos = chunk_pos.unsqueeze(0) + slot_pos[:, :1]  # [L, c]
+            # The kernel's lengths: the chunk goes after the budget slots, computed once.
+            n_slots = slot_bias.shape[-1]
+            total = (torch.zeros_like(chunk_pos[:1]) + (n_slots + c)).to(torch.int32)
+            lengths = (total - 1, total[0])  # seqlens_k [1], total_sequence_length []
+            # Each query head adds its KV head's slot bias; the chunk's own keys get none.
+            padded = torch.cat([slot_bias, slot_bias.new_zeros(*slot_bias.shape[:2], c)], -1)
+            padded = padded[:, :, None, None]  # [L, Hkv, 1, 1, budget + c]
         if self.cached_rope:
             past_rotated = past_keys
             # slot_pos is pos_shift [L, Hkv]: each layer's KV heads see the chunk shifted.
@@ -200,11 +216,21 @@ class DecoderStep(nn.Module):
         weight = mass_weight.repeat(group).view(1, 1, group * c)  # [1, 1, G*c]
         scale = d**-0.5
         new_keys, new_values, masses = [], [], []
+        presents: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         for i, layer in enumerate(self.layers):
             h = layer.input_norm(x)
             # Slices, not split(): torch exports a split as SplitToSequence, which TensorRT
             # 10.3 does not parse.
             qkv, nq, nkv = layer.qkv_proj(h), layer.q_size, layer.kv_size
+            if self.gqa:
+                out, k, v, mass, present_k, present_v = self._fused_attention(
+                    i, layer, qkv, past_keys[i], past_values[i], padded[i], weight,
+                    layer_pos[i:i + 1], lengths)
+                for acc, item in zip((new_keys, new_values, masses, *presents),
+                                     (k, v, mass, present_k, present_v), strict=True):
+                    acc.append(item)
+                x = self._mlp(layer, x + layer.o_proj(out))
+                continue
             q, k, v = qkv[:, :nq], qkv[:, nq:nq + nkv], qkv[:, nq + nkv:]
             q = q.reshape(c, -1, d).transpose(0, 1)  # [Hq, c, D]
             k = k.reshape(c, n_kv, d).transpose(0, 1)  # [Hkv, c, D]
@@ -241,15 +267,51 @@ class DecoderStep(nn.Module):
             out = (torch.matmul(e_slots.to(v.dtype), past_values[i])
                    + torch.matmul(e_chunk.to(v.dtype), v)) * inv.to(v.dtype)
             out = out.reshape(n_kv * group, c, d).transpose(0, 1).reshape(c, n_kv * group * d)
-            x = x + layer.o_proj(out)
-            h = layer.post_norm(x)
-            gate_up, half = layer.gate_up_proj(h), self.dims.intermediate_size
-            gate, up = gate_up[:, :half], gate_up[:, half:]
-            x = x + layer.down_proj(nn.functional.silu(gate) * up)
+            x = self._mlp(layer, x + layer.o_proj(out))
         if logit_rows is not None:  # only these chunk rows need logits (prefill: the last)
             x = x.index_select(0, logit_rows)
         logits = self.lm_head(self.norm(x)).float().unsqueeze(0)
-        return logits, torch.stack(new_keys), torch.stack(new_values), torch.stack(masses)
+        return (logits, torch.stack(new_keys), torch.stack(new_values), torch.stack(masses),
+                *presents[0], *presents[1])
+
+    def _mlp(self, layer: DecoderLayer, x: torch.Tensor) -> torch.Tensor:
+        h = layer.post_norm(x)
+        gate_up, half = layer.gate_up_proj(h), self.dims.intermediate_size
+        gate, up = gate_up[:, :half], gate_up[:, half:]
+        return x + layer.down_proj(nn.functional.silu(gate) * up)
+
+    def _fused_attention(self, i: int, layer: DecoderLayer, qkv: torch.Tensor,
+                         past_k: torch.Tensor, past_v: torch.Tensor, bias: torch.Tensor,
+                         weight: torch.Tensor, layer_pos: torch.Tensor,
+                         lengths: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Layer i's attention as one `edgekv::gqa` op. qkv [c, (Hq + 2 Hkv) * D] as projected,
+        past K/V [1, Hkv, rows, D] (or [Hkv, rows, D]; rows >= budget), bias [Hkv, 1, 1, T]
+        (T = budget + c: slot_bias, then zeros for the chunk), layer_pos [1, c]: the chunk's
+        rotary positions (one shift per layer), lengths: (seqlens_k, total). Returns the
+        attention output [c, Hq*D], the chunk's K/V [Hkv, c, D] (keys before RoPE), its
+        attn_mass [Hkv, T] and the present K/V."""
+        dims = self.dims
+        n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
+        c, width, nq, nkv = qkv.shape[0], bias.shape[-1], layer.q_size, layer.kv_size
+        q, k, v = qkv[:, :nq], qkv[:, nq:nq + nkv], qkv[:, nq + nkv:]
+        if dims.qk_norm:
+            q = layer.q_norm(q.reshape(c, -1, d)).reshape(c, nq)
+            k = layer.k_norm(k.reshape(c, n_kv, d)).reshape(c, nkv)
+        tables = (self.cos_table, self.sin_table)
+        q_rot = rope_op.rope_packed(q.unsqueeze(0), layer_pos, *tables)
+        k_rot = rope_op.rope_packed(k.unsqueeze(0), layer_pos, *tables)
+        bias = bias.expand(n_kv, group, c, width).reshape(1, n_kv * group, c, width)
+        if past_k.dim() == 3:  # the eager oracle's cache views; exported graphs take [1, ...]
+            past_k, past_v = past_k.unsqueeze(0), past_v.unsqueeze(0)
+        out, present_k, present_v, probs = gqa_op.gqa(
+            q_rot, k_rot, v.unsqueeze(0), past_k, past_v, *lengths, bias, n_kv * group, n_kv,
+            d**-0.5)
+        # attn_mass: the weighted probabilities summed over each KV head's query rows.
+        mass = torch.matmul(weight, probs.reshape(n_kv, group * c, width))[:, 0]
+        heads = (k.reshape(c, n_kv, d).transpose(0, 1), v.reshape(c, n_kv, d).transpose(0, 1))
+        # present K/V are the op's own outputs: the runtime aliases them to the past buffers,
+        # which an op in between would copy.
+        return out[0], *heads, mass, present_k, present_v
 
 
 def _mrope_select(section: list[int]) -> torch.Tensor:

@@ -69,6 +69,7 @@ class ExportOptions:
     lm_head: str = "int8"  # int4 bundles: the lm_head as 8-bit blocks, or "fp32"
     key_rope: str = "graph"  # "cached": keys cached rotated (ort target; runtime/key_rotation.py)
     int4_compute: str = "int8"  # int4 bundles: MatMulNBits with int8 activations, or "fp32"
+    attention: str = "graph"  # "gqa": one GroupQueryAttention per layer (ort, keys cached rotated)
 
     @property
     def rope_table(self) -> int:
@@ -91,7 +92,8 @@ class ExportOptions:
                    "--target": (self.target, ("ort", "tensorrt")),
                    "--key-rope": (self.key_rope, ("graph", "cached")),
                    "--lm-head": (self.lm_head, ("int8", "fp32")),
-                   "--int4-compute": (self.int4_compute, tuple(COMPUTE_LEVELS))}
+                   "--int4-compute": (self.int4_compute, tuple(COMPUTE_LEVELS)),
+                   "--attention": (self.attention, ("graph", "gqa"))}
         for flag, (value, allowed) in choices.items():
             if value not in allowed:
                 raise EdgeKVError(f"{flag} {value!r}: choose one of {', '.join(allowed)}")
@@ -104,6 +106,11 @@ class ExportOptions:
             raise EdgeKVError(
                 "--key-rope cached needs --target ort: the runtime re-rotates keys in the host "
                 "cache, which the device backends (TensorRT, CUDA) do not keep"
+            )
+        if self.attention == "gqa" and (self.target != "ort" or self.key_rope != "cached"):
+            raise EdgeKVError(
+                "--attention gqa is ONNX Runtime's GroupQueryAttention over keys cached rotated: "
+                "use it with --target ort --key-rope cached"
             )
         if self.frames_per_call < 1:
             raise EdgeKVError("--frames-per-call must be at least 1")
@@ -118,7 +125,7 @@ class ExportOptions:
 
 def build_step(
     model: Any, dtype: str = "fp32", rope_table: int = 0, fused_norm: bool = False,
-    cached_rope: bool = False,
+    cached_rope: bool = False, gqa: bool = False,
 ) -> tuple[str, LlamaShapedAdapter, DecoderStep]:
     """(family, adapter, DecoderStep) for an HF model: its weights under the contract's graph."""
     family, adapter = adapter_for(model)
@@ -129,7 +136,7 @@ def build_step(
                               "(3 position components): export with --key-rope graph")
         rope_table = 0  # M-RoPE positions have 3 components: computed in the graph
     step = DecoderStep(dims, rope_table=rope_table, fused_norm=fused_norm,
-                       cached_rope=cached_rope)
+                       cached_rope=cached_rope, gqa=gqa)
     step.load_state_dict(adapter.weights(model), strict=True)
     return family, adapter, step.to(DTYPES[dtype]).eval()
 
@@ -199,7 +206,8 @@ def export_model(
         rope_table = max(rope_table, int(getattr(model.config, "max_position_embeddings", 0)))
     family, adapter, step = build_step(model, options.dtype, rope_table,
                                        fused_norm=options.target == "ort",
-                                       cached_rope=options.key_rope == "cached")
+                                       cached_rope=options.key_rope == "cached",
+                                       gqa=options.attention == "gqa")
     dims = step.dims
     log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
         f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")
@@ -247,6 +255,7 @@ def export_model(
                     + [onnx_graph.LOGIT_ROWS] * per_layer},
             kv_layout="per_layer" if per_layer else "stacked",
             outputs={n: n for n in onnx_graph.OUTPUTS},
+            attention=options.attention,
             opset=options.opset,
             edgekv_version=edgekv.__version__,
             quant_format=QUANT_FORMAT if quantized else "",

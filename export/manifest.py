@@ -131,6 +131,10 @@ class Manifest:
     key_rope: str = "graph"
     # int4 bundles: the MatMulNBits compute, "int8" (activations in int8 blocks) or "fp32".
     quant_compute: str = ""
+    # "graph": attention in standard ops. "gqa": one GroupQueryAttention per layer (ONNX
+    # Runtime, key_rope "cached"): each layer's past K/V input has `chunk` scratch rows after
+    # the budget, where the chunk is written, and the outputs `present_names` alias them.
+    attention: str = "graph"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -161,6 +165,15 @@ class Manifest:
         if self.kv_layout == "per_layer":
             return [f"{name}.{i}" for i in range(self.dims.num_layers)]
         return [name]
+
+    @property
+    def scratch_rows(self) -> int:
+        """Rows after the budget in each cache buffer (fused attention writes the chunk there)."""
+        return self.chunk if self.attention == "gqa" else 0
+
+    def present_names(self, which: str) -> list[str]:
+        """Fused-attention outputs that alias the cache: "present_keys" / "present_values"."""
+        return [f"{which}.{i}" for i in range(self.dims.num_layers)]
 
     def with_files(self, bundle_dir: Path) -> Manifest:
         """A copy that records the sha256 of every file in the bundle but the manifest."""

@@ -31,12 +31,16 @@ def example_inputs(step: DecoderStep, budget: int, chunk: int) -> tuple[torch.Te
     dims = step.dims
     dtype = step.lm_head.weight.dtype
     kv_shape = (dims.num_layers, dims.num_kv_heads, budget, dims.head_dim)
+    # Fused attention (step.gqa) writes the chunk into scratch rows after the slots, and takes
+    # each layer's buffer as [1, Hkv, rows, D], the kernel's own rank (no reshape in between).
+    rows = ((dims.num_layers, 1, dims.num_kv_heads, budget + chunk, dims.head_dim) if step.gqa
+            else kv_shape)
     lead = (3,) if dims.mrope_section else ()  # M-RoPE: 3 position components
     return (
         torch.zeros(1, chunk, dims.hidden_size, dtype=dtype),
         torch.arange(chunk, dtype=torch.int64).expand(*lead, chunk).contiguous(),
-        torch.zeros(kv_shape, dtype=dtype),
-        torch.zeros(kv_shape, dtype=dtype),
+        torch.zeros(rows, dtype=dtype),
+        torch.zeros(rows, dtype=dtype),
         torch.zeros(kv_shape[:2] if step.cached_rope else lead + kv_shape[:3], dtype=torch.int64),
         torch.full(kv_shape[:3], EMPTY_SLOT_BIAS, dtype=torch.float32),
         torch.ones(chunk, dtype=torch.float32),
@@ -69,6 +73,17 @@ def input_names(num_layers: int, per_layer: bool, rows: bool,
     return names + [LOGIT_ROWS] if rows else names
 
 
+def output_names(num_layers: int, gqa: bool = False) -> list[str]:
+    """The contract's outputs; fused-attention graphs add each layer's present K, then V
+    (`present_names`), which the runtime binds to the cache buffers themselves."""
+    return OUTPUTS + (present_names(num_layers) if gqa else [])
+
+
+def present_names(num_layers: int) -> list[str]:
+    return [f"{name}.{i}" for name in ("present_keys", "present_values")
+            for i in range(num_layers)]
+
+
 def graph_inputs(cached_rope: bool) -> list[str]:
     """The contract's input names; rotated-key bundles take `pos_shift` for `slot_pos`."""
     return [POS_SHIFT if n == "slot_pos" and cached_rope else n for n in INPUTS]
@@ -93,18 +108,24 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path,
         dynamic = {"args": tuple(axes.get(name) for name in names)}
     else:
         dynamic = {name: axes.get(name) for name in INPUTS}
+    if step.gqa and not per_layer:
+        raise ValueError("fused attention binds the cache per layer: export with per_layer")
     table = {}
     if step.rope_table:
         from edgekv.export.rope_onnx import translation_table
 
         table = translation_table()
+    if step.gqa:
+        from edgekv.export import gqa_onnx
+
+        table |= gqa_onnx.translation_table()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
             example,
             input_names=names,
-            output_names=OUTPUTS,
+            output_names=output_names(step.dims.num_layers, step.gqa),
             dynamic_shapes=dynamic,
             opset_version=opset,
             dynamo=True,

@@ -1,4 +1,5 @@
-"""Export-time mapping of `edgekv::rope` to ONNX Runtime's `com.microsoft.RotaryEmbedding`.
+"""Export-time mapping of `edgekv::rope` and `edgekv::rope_packed` to ONNX Runtime's
+`com.microsoft.RotaryEmbedding`.
 
 onnxscript builds nodes only for operators whose schema onnx knows; the contrib op's schema
 lives in ONNX Runtime, so it is declared here (inputs, types, the one attribute we set).
@@ -39,4 +40,5 @@ def translation_table() -> dict:
     def rotary(x, pos, cos_table, sin_table):  # noqa: ANN001, ANN202 - onnxscript values
         return msft.RotaryEmbedding(x, pos, cos_table, sin_table, interleaved=0)
 
-    return {torch.ops.edgekv.rope.default: rotary}
+    # RotaryEmbedding takes [N, H, S, D] or [N, S, H*D] (heads inferred from the table width).
+    return {torch.ops.edgekv.rope.default: rotary, torch.ops.edgekv.rope_packed.default: rotary}

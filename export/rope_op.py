@@ -25,6 +25,22 @@ def rope(x: torch.Tensor, pos: torch.Tensor, cos_table: torch.Tensor,
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
+@torch.library.custom_op("edgekv::rope_packed", mutates_args=())
+def rope_packed(x: torch.Tensor, pos: torch.Tensor, cos_table: torch.Tensor,
+                sin_table: torch.Tensor) -> torch.Tensor:
+    """`rope` on heads packed in the last axis, as a projection gives them: x [N, S, H*D],
+    pos [N, S]; every head of a row at the same position. No transposes around it."""
+    n, s, packed = x.shape
+    heads = x.reshape(n, s, -1, 2 * cos_table.shape[-1]).transpose(1, 2)
+    return rope(heads, pos, cos_table, sin_table).transpose(1, 2).reshape(n, s, packed)
+
+
+@rope_packed.register_fake
+def _rope_packed_shape(x: torch.Tensor, pos: torch.Tensor, cos_table: torch.Tensor,
+                       sin_table: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
 @rope.register_fake
 def _rope_shape(x: torch.Tensor, pos: torch.Tensor, cos_table: torch.Tensor,
                 sin_table: torch.Tensor) -> torch.Tensor:

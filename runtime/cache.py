@@ -47,6 +47,11 @@ class KVCache:
     mrope: MRopeSlots | None = None
     # Keys cached rotated (runtime/key_rotation.py): where each key sits, and each head's shift.
     rotation: KeyRotation | None = None
+    # Fused-attention bundles: the K/V arrays with scratch rows after the capacity, which
+    # `keys`/`values` are views of (the graph writes the chunk there, in place). Not part of a
+    # snapshot: the views carry the contents, the scratch rows nothing.
+    buffers: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
+                                                          metadata={"snapshot": False})
 
     @classmethod
     def allocate(
@@ -58,6 +63,7 @@ class KVCache:
         dtype: np.dtype | str = np.float32,
         budget: int | None = None,
         mrope: bool = False,
+        scratch_rows: int = 0,
     ) -> KVCache:
         budget = capacity if budget is None else budget
         if not 0 < budget <= capacity:
@@ -66,9 +72,11 @@ class KVCache:
                 "(a bundle's budget can be lowered at run time, never raised: re-export)"
             )
         meta = (num_layers, num_kv_heads, capacity)
+        rows = (num_layers, num_kv_heads, capacity + scratch_rows, head_dim)
+        buffers = np.zeros(rows, dtype=dtype), np.zeros(rows, dtype=dtype)
         return cls(
-            keys=np.zeros((*meta, head_dim), dtype=dtype),
-            values=np.zeros((*meta, head_dim), dtype=dtype),
+            keys=buffers[0][:, :, :capacity],
+            values=buffers[1][:, :, :capacity],
             orig_pos=np.full(meta, EMPTY, dtype=np.int64),
             count=np.zeros(meta, dtype=np.int32),
             score=np.zeros(meta, dtype=np.float32),
@@ -81,6 +89,7 @@ class KVCache:
             bias=np.full(meta, EMPTY_SLOT_BIAS, dtype=np.float32),
             n_valid=np.zeros(meta[:2], dtype=np.int64),
             mrope=MRopeSlots.allocate(meta) if mrope else None,
+            buffers=buffers if scratch_rows else None,
         )
 
     @property
@@ -101,7 +110,8 @@ class KVCache:
         return self.budget - self.n_valid
 
     def nbytes(self) -> int:
-        arrays = (self.keys, self.values, self.orig_pos, self.count, self.score, self.protected,
+        kv = self.buffers or (self.keys, self.values)
+        arrays = (*kv, self.orig_pos, self.count, self.score, self.protected,
                   self.modality, self.group, self.place, self.rank, self.bias, self.n_valid)
         return sum(a.nbytes for a in arrays)
 

@@ -20,7 +20,7 @@ the float32 rounding of each step only, not by |cos² + sin²| - 1 per step).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,14 +37,18 @@ class KeyRotation:
     shift: np.ndarray  # [L, Hkv] int64: pos_shift, the graph input
     rotated: np.ndarray  # [] int64: keys re-rotated so far (what this costs; `edgekv bench`)
     newest: np.ndarray  # [L, Hkv] int64: the slot written last (the highest rank)
+    # [] bool: one shift per layer, shared by its heads (fused-attention bundles rotate a
+    # layer's chunk once); heads that fall behind the layer's shift are turned to it.
+    per_layer: np.ndarray = field(default_factory=lambda: np.array(False))
 
     @classmethod
     def allocate(cls, meta: tuple[int, int, int], inv_freq: list[float], scale: float,
-                 limit: int, by_rank: bool) -> KeyRotation:
+                 limit: int, by_rank: bool, per_layer: bool = False) -> KeyRotation:
         return cls(np.asarray(inv_freq, dtype=np.float64), np.array(scale, dtype=np.float64),
                    np.array(limit, dtype=np.int64), np.array(by_rank),
                    np.zeros(meta, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
-                   np.array(0, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64))
+                   np.array(0, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
+                   np.array(per_layer))
 
     def turn(self, keys: np.ndarray, delta: np.ndarray, gain: float = 1.0) -> np.ndarray:
         """`keys` [..., D] rotated by `delta` [...] positions (rotate-half layout), times gain."""
@@ -85,8 +89,12 @@ class KeyRotation:
         found = valid[layer, head, newest]
         top = slot_pos[layer, head, newest]
         shift = self.key_pos[layer, head, newest] - top
+        if self.per_layer:  # the largest shift of the layer's heads (a streaming policy
+            # keeps them equal; others turn the heads behind it)
+            shift = np.where(found, shift, np.iinfo(np.int64).min).max(-1, keepdims=True)
+            top, found = top.max(-1, keepdims=True), found.any(-1, keepdims=True)
         over = shift + np.maximum(top + 1, chunk_end) > self.limit
-        shift = np.where(over | ~found, 0, shift)
+        shift = np.broadcast_to(np.where(over | ~found, 0, shift), self.shift.shape)
         mismatch = np.not_equal(self.key_pos - slot_pos, shift[..., None])
         at = np.nonzero(np.logical_and(mismatch, valid, out=mismatch))
         if len(at[0]):
@@ -104,4 +112,4 @@ def attach(cache: Any, manifest: Any, position_mode: str) -> None:
         d = manifest.dims
         cache.rotation = KeyRotation.allocate(
             cache.orig_pos.shape, d.rope_inv_freq, d.rope_attention_scaling, manifest.rope_table,
-            by_rank=position_mode == "cache")
+            by_rank=position_mode == "cache", per_layer=manifest.attention == "gqa")

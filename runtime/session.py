@@ -78,7 +78,7 @@ class Session:
         d = m.dims
         cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim,
                                  bundle.kv_dtype, budget=budget,
-                                 mrope=m.position_scheme == "mrope")
+                                 mrope=m.position_scheme == "mrope", scratch_rows=m.scratch_rows)
         position_mode = position_mode or m.position_mode
         key_rotation.attach(cache, m, position_mode)
         chosen = make_backend(backend, bundle, cache, threads, say)

@@ -27,7 +27,7 @@ class Snapshot:
     @classmethod
     def take(cls, session: Any) -> Snapshot:
         cache = {f.name: copy.deepcopy(getattr(session.cache, f.name))
-                 for f in dataclasses.fields(session.cache)}
+                 for f in dataclasses.fields(session.cache) if f.metadata.get("snapshot", True)}
         return cls(cache, copy.deepcopy(session.policy),
                    {name: copy.deepcopy(getattr(session, name)) for name in SESSION_FIELDS})
 

@@ -63,13 +63,23 @@ class OrtBackend:
         # The cache as OrtValues over its own arrays, bound once: one per input (the whole
         # buffer, or a view of each layer for per-layer bundles).
         self._kv: list[tuple[str, ort.OrtValue]] = []
-        for which, array in (("past_keys", cache.keys), ("past_values", cache.values)):
+        arrays = cache.buffers or (cache.keys, cache.values)  # with scratch rows, if any
+        for which, array in zip(("past_keys", "past_values"), arrays, strict=True):
             names = manifest.kv_input_names(which)
             parts = [array] if len(names) == 1 else list(array)
+            if manifest.attention == "gqa":  # the kernel's rank, [1, Hkv, rows, D]
+                parts = [part[None] for part in parts]
             self._kv += [(n, ort.OrtValue.ortvalue_from_numpy(a)) for n, a in zip(names, parts,
                                                                                   strict=True)]
         for name, value in self._kv:  # bindings persist across runs: the cache never moves
             self.binding.bind_ortvalue_input(name, value)
+        if manifest.attention == "gqa":
+            # GroupQueryAttention's present K/V alias its past ones (ONNX Runtime's shared
+            # buffer): it writes the chunk into the scratch rows and copies nothing else.
+            for which, array in zip(("present_keys", "present_values"), arrays, strict=True):
+                for name, layer in zip(manifest.present_names(which), array, strict=True):
+                    self.binding.bind_output(name, "cpu", 0, layer.dtype, [1, *layer.shape],
+                                             layer.ctypes.data)
         if table.shared_with_lm_head and table.lm_head_input:
             self.binding.bind_ortvalue_input(LM_HEAD, self._shared)
         self._outputs: dict[tuple[int, int], StepOutput] = {}

@@ -52,7 +52,8 @@ class TorchBackend:
         found = {t.name: t for t in model.graph.initializer}
         step = DecoderStep(manifest.dims, _TORCH_DTYPES[manifest.dtype], manifest.rope_table,
                            fused_norm=manifest.target == "ort",
-                           cached_rope=manifest.key_rope == "cached")
+                           cached_rope=manifest.key_rope == "cached",
+                           gqa=manifest.attention == "gqa")
         state = {}
         for name in step.state_dict():
             parts = [found.get(n) for n in _unfused_names(name)]
@@ -88,5 +89,6 @@ class TorchBackend:
             torch.from_numpy(mass_weight),
             torch.tensor([inputs_embeds.shape[1] - 1]) if last_only else None,
         )
-        logits, new_keys, new_values, attn_mass = (o.numpy() for o in outs)
+        # fused-attention steps add present K/V: the host cache is written by the session
+        logits, new_keys, new_values, attn_mass = (o.numpy() for o in outs[:4])
         return StepOutput(logits, new_keys, new_values, attn_mass)

@@ -1,0 +1,57 @@
+"""Export-time mapping of `edgekv::gqa` to ONNX Runtime's `com.microsoft.GroupQueryAttention`.
+
+The contrib op's schema lives in ONNX Runtime, so it is declared here. `qk_output` 2 makes
+the fourth output the softmax probabilities.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnxscript
+import torch
+from onnx.defs import OpSchema
+
+from edgekv.export import gqa_op  # noqa: F401 - registers torch.ops.edgekv.gqa
+
+_DOMAIN = "com.microsoft"
+_PROBS = 2  # GroupQueryAttention's qk_output: the QK product after softmax
+
+
+def _declare_schema() -> None:
+    if onnx.defs.has("GroupQueryAttention", _DOMAIN):
+        return
+    param = OpSchema.FormalParameter
+    opt = OpSchema.FormalParameterOption.Optional
+    names = ["query", "key", "value", "past_key", "past_value", "seqlens_k",
+             "total_sequence_length", "cos_cache", "sin_cache", "position_ids", "attention_bias"]
+    types = {"seqlens_k": "M", "total_sequence_length": "M", "position_ids": "P"}
+    inputs = [param(n, types.get(n, "T"), param_option=opt if i > 6 else
+                    OpSchema.FormalParameterOption.Single) for i, n in enumerate(names)]
+    attr = OpSchema.Attribute
+    onnx.defs.register_schema(OpSchema(
+        "GroupQueryAttention", _DOMAIN, 1,
+        inputs=inputs,
+        outputs=[param("output", "T"), param("present_key", "T"), param("present_value", "T"),
+                 param("output_qk", "T", param_option=opt)],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], ""),
+                          ("M", ["tensor(int32)"], ""), ("P", ["tensor(int64)"], "")],
+        attributes=[attr("num_heads", OpSchema.AttrType.INT, ""),
+                    attr("kv_num_heads", OpSchema.AttrType.INT, ""),
+                    attr("scale", OpSchema.AttrType.FLOAT, ""),
+                    attr("qk_output", OpSchema.AttrType.INT, "")],
+    ))
+
+
+def translation_table() -> dict:
+    """`custom_translation_table` entries for torch.onnx.export."""
+    _declare_schema()
+    msft = onnxscript.values.Opset(_DOMAIN, 1)
+
+    def group_query_attention(q, k, v, past_k, past_v, seqlens_k, total, bias,  # noqa: ANN001, ANN202 - onnxscript values
+                              num_heads, kv_heads, scale):
+        return msft.GroupQueryAttention(
+            q, k, v, past_k, past_v, seqlens_k, total, None, None, None, bias,
+            num_heads=num_heads, kv_num_heads=kv_heads, scale=scale, qk_output=_PROBS,
+            _num_outputs=4)
+
+    return {torch.ops.edgekv.gqa.default: group_query_attention}

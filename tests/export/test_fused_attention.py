@@ -1,0 +1,114 @@
+"""`--attention gqa`: one GroupQueryAttention per layer gives the logits of the attention spelled
+out in standard ops, through prefill, evictions and every policy; the kernel writes the chunk
+into the cache's scratch rows in place."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from edgekv.export.exporter import ExportOptions
+from edgekv.runtime.bundle import Bundle
+from edgekv.runtime.errors import EdgeKVError
+from edgekv.runtime.session import Session
+
+BUDGET, CHUNK = 48, 8
+
+
+def _stream(bundle: Bundle, policy: str, backend: str = "ort",
+            tokens: int = 120) -> tuple[list[np.ndarray], Session]:
+    """Prefill in chunks, then one token at a time past the budget: every step's logits."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scored policies over rotated keys: the cost warning
+        session = Session.open(bundle, policy=policy, backend=backend)
+    ids = (np.arange(tokens) * 7 + 3) % 500
+    out = [session.step(bundle.embed(ids[i:i + CHUNK])).copy() for i in range(0, 40, CHUNK)]
+    out += [session.step(bundle.embed(ids[i:i + 1])).copy() for i in range(40, tokens)]
+    return out, session
+
+
+def _pair(tiny_bundle, family: str = "llama", **kw) -> tuple[Bundle, Bundle]:
+    return (Bundle.open(tiny_bundle(family, budget=BUDGET, chunk=CHUNK, **kw)),
+            Bundle.open(tiny_bundle(family, budget=BUDGET, chunk=CHUNK, key_rope="cached",
+                                    attention="gqa", **kw)))
+
+
+@pytest.mark.parametrize("policy", ["streaming", "window", "h2o", "snapkv", "inf-mllm"])
+def test_fused_attention_matches_the_graph(tiny_bundle, policy):
+    graph, fused = _pair(tiny_bundle)
+    assert fused.manifest.attention == "gqa" and fused.manifest.scratch_rows == CHUNK
+    want, _ = _stream(graph, policy)
+    got, session = _stream(fused, policy)
+    assert session.cache.evictions > 50  # the stream ran far past the budget
+    for w, g in zip(want, got, strict=True):
+        assert np.abs(w - g).max() < 2e-4
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])  # a q/k/v bias; q/k norms
+def test_fused_attention_in_other_families(tiny_bundle, family):
+    graph, fused = _pair(tiny_bundle, family)
+    assert fused.manifest.validation["max_abs_logit_diff"] <= 1e-3  # against HF, at export
+    want, _ = _stream(graph, "streaming", tokens=70)
+    got, _ = _stream(fused, "streaming", tokens=70)
+    for w, g in zip(want, got, strict=True):
+        assert np.abs(w - g).max() < 2e-4
+
+
+def test_the_chunk_lands_in_the_scratch_rows_in_place(tiny_bundle):
+    _, fused = _pair(tiny_bundle)
+    session = Session.open(fused, policy="streaming")
+    keys_rows, value_rows = session.cache.buffers
+    assert keys_rows.shape[2] == BUDGET + CHUNK
+    assert np.shares_memory(session.cache.values, value_rows)
+    session.step(fused.embed(np.arange(5)))
+    # the kernel wrote the chunk's values after the budget, into the buffer the runtime owns:
+    # the same values the session then stored in the chunk's slots
+    written = session.cache.values[:, :, :5]
+    assert np.abs(written).max() > 0
+    assert np.array_equal(value_rows[:, :, BUDGET:BUDGET + 5], written)
+
+
+def test_a_layer_keeps_one_shift(tiny_bundle):
+    _, fused = _pair(tiny_bundle)
+    _, session = _stream(fused, "h2o")  # heads evict different tokens
+    shift = session.cache.rotation.shift
+    assert np.all(shift == shift[:, :1])
+    assert shift.max() > 0
+
+
+def test_torch_backend_reads_a_fused_bundle(tiny_bundle):
+    _, fused = _pair(tiny_bundle)
+    ort_logits, _ = _stream(fused, "h2o", tokens=70)
+    torch_logits, _ = _stream(fused, "h2o", backend="torch", tokens=70)
+    for a, b in zip(ort_logits, torch_logits, strict=True):
+        assert np.abs(a - b).max() < 2e-4
+
+
+def test_int4_fused_matches_int4_graph(tiny_bundle):
+    graph, fused = _pair(tiny_bundle, dtype="int4")
+    want, _ = _stream(graph, "streaming", tokens=80)
+    got, _ = _stream(fused, "streaming", tokens=80)
+    for w, g in zip(want, got, strict=True):
+        assert np.abs(w - g).max() < 1e-3  # the 8-bit lm_head's activation codes (1.8e-4)
+
+
+def test_snapshot_of_a_fused_bundle(tiny_bundle):
+    from edgekv.runtime.snapshot import Snapshot
+
+    _, fused = _pair(tiny_bundle)
+    _, session = _stream(fused, "streaming", tokens=70)
+    saved = Snapshot.take(session)
+    before = session.step(fused.embed(np.array([9]))).copy()
+    for token in range(12):
+        session.step(fused.embed(np.array([token])))
+    saved.restore(session)
+    assert np.array_equal(session.step(fused.embed(np.array([9]))), before)
+
+
+def test_fused_attention_needs_rotated_keys_and_ort():
+    with pytest.raises(EdgeKVError, match="--key-rope cached"):
+        ExportOptions(attention="gqa").check()
+    with pytest.raises(EdgeKVError, match="--target ort"):
+        ExportOptions(attention="gqa", key_rope="cached", target="tensorrt").check()
+    with pytest.raises(EdgeKVError, match="--attention"):
+        ExportOptions(attention="flash").check()
