@@ -90,6 +90,8 @@ def _options(bundle: Result) -> str:
              f"keys rotated in the {'cache' if bundle['key_rope'] == 'cached' else 'graph'}"]
     if bundle.get("quant_compute"):
         words.append(f"{bundle['quant_compute']} compute")
+    if bundle.get("attention") == "gqa":
+        words.append("GroupQueryAttention")
     return ", ".join(words)
 
 
