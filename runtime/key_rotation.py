@@ -52,11 +52,15 @@ class KeyRotation:
 
     def turn(self, keys: np.ndarray, delta: np.ndarray, gain: float = 1.0) -> np.ndarray:
         """`keys` [..., D] rotated by `delta` [...] positions (rotate-half layout), times gain."""
-        # Few distinct deltas per call (the sinks all move by one): trigonometry once each.
-        distinct, which = np.unique(np.asarray(delta, dtype=np.int64), return_inverse=True)
-        angle = distinct.astype(np.float64)[:, None] * self.inv_freq
-        cos = (np.cos(angle) * gain)[which.reshape(np.shape(delta))]
-        sin = (np.sin(angle) * gain)[which.reshape(np.shape(delta))]
+        delta = np.asarray(delta, dtype=np.int64)
+        if delta.size and np.all(delta == delta.flat[0]):  # a streaming step: every sink by 1
+            angle = float(delta.flat[0]) * self.inv_freq
+            cos, sin = np.cos(angle) * gain, np.sin(angle) * gain
+        else:  # few distinct deltas per call: trigonometry once each
+            distinct, which = np.unique(delta, return_inverse=True)
+            angle = distinct.astype(np.float64)[:, None] * self.inv_freq
+            cos = (np.cos(angle) * gain)[which.reshape(delta.shape)]
+            sin = (np.sin(angle) * gain)[which.reshape(delta.shape)]
         half = keys.shape[-1] // 2
         x = keys.astype(np.float64)
         x1, x2 = x[..., :half], x[..., half:]
@@ -96,8 +100,10 @@ class KeyRotation:
         over = shift + np.maximum(top + 1, chunk_end) > self.limit
         shift = np.broadcast_to(np.where(over | ~found, 0, shift), self.shift.shape)
         mismatch = np.not_equal(self.key_pos - slot_pos, shift[..., None])
-        at = np.nonzero(np.logical_and(mismatch, valid, out=mismatch))
-        if len(at[0]):
+        # flat indices: a 3-D nonzero over the whole cache cost twice as much
+        flat = np.flatnonzero(np.logical_and(mismatch, valid, out=mismatch))
+        if flat.size:
+            at = np.unravel_index(flat, mismatch.shape)
             delta = slot_pos[at] + shift[at[:2]] - self.key_pos[at]
             keys[at] = self.turn(keys[at], delta)
             self.key_pos[at] += delta
