@@ -27,7 +27,7 @@ def _export(args: argparse.Namespace) -> int:
         position_mode=args.position_mode, opset=args.opset, tolerance=args.tolerance,
         validate=not args.no_validate, force=args.force, lm_head=args.lm_head,
         target=args.target, key_rope=args.key_rope, int4_compute=args.int4_compute,
-        attention=args.attention,
+        attention=args.attention, attn_mass=args.attn_mass,
         image_size=_pair(args.image_size, "--image-size"),
         frames_per_call=args.frames_per_call, tiling=_tiling(args.tiling))
     if profile is None:
@@ -480,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", default="graph", choices=["graph", "gqa"],
                    help="graph: attention in standard ops; gqa: one ONNX Runtime "
                    "GroupQueryAttention per layer (needs --key-rope cached)")
+    p.add_argument("--no-attn-mass", dest="attn_mass", action="store_false",
+                   help="do not compute the attention mass (faster; only streaming, window and "
+                   "full run such a bundle)")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--tolerance", type=float, default=None, help="max |logit diff| accepted")
     p.add_argument("--no-validate", action="store_true")

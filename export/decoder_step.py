@@ -90,13 +90,15 @@ class DecoderStep(nn.Module):
 
     def __init__(self, dims: DecoderDims, dtype: torch.dtype = torch.float32,
                  rope_table: int = 0, fused_norm: bool = False,
-                 cached_rope: bool = False, gqa: bool = False) -> None:
+                 cached_rope: bool = False, gqa: bool = False, attn_mass: bool = True) -> None:
         """`rope_table` > 0: positions below it come from a cos/sin table through the fused
         `edgekv::rope` op (ONNX Runtime's RotaryEmbedding); 0: computed in the graph from
         standard ops only (what TensorRT parses). `fused_norm`: RMSNorm in the form ONNX
         Runtime fuses (ReduceMean, which TensorRT 10.3's parser rejects here). `gqa`: each
         layer's attention is one `edgekv::gqa` op (export/gqa_op.py; needs `cached_rope` and
-        a `rope_table`); the outputs then end with each layer's present K, then V."""
+        a `rope_table`); the outputs then end with each layer's present K, then V.
+        `attn_mass` false: the attention mass is not computed and the output is zeros (for
+        policies that never read it: streaming, window, full)."""
         super().__init__()
         self.dims = dims
         self.rope_table = rope_table
@@ -106,6 +108,7 @@ class DecoderStep(nn.Module):
         if gqa and not (cached_rope and rope_table):
             raise ValueError("gqa attention needs keys cached rotated and a RoPE table")
         self.gqa = gqa
+        self.attn_mass = attn_mass
         self.layers = nn.ModuleList(DecoderLayer(dims, fused_norm) for _ in range(dims.num_layers))
         self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, fused_norm)
         self.lm_head = nn.Linear(dims.hidden_size, dims.vocab_size, bias=False)
@@ -169,8 +172,9 @@ class DecoderStep(nn.Module):
         c = inputs_embeds.shape[1]
         x = inputs_embeds[0]
         if self.gqa:
-            # One shift per layer (the runtime keeps a layer's heads at one, KeyRotation
-            # uniform): the chunk's heads rotate in their packed layout, one op each for q, k.
+            # One shift per layer (the runtime keeps a layer's heads at one,
+            # KeyRotation.per_layer): the chunk's heads rotate in their packed layout, one op
+            # each for q and k.
             layer_pos = chunk_pos.unsqueeze(0) + slot_pos[:, :1]  # [L, c]
             # The kernel's lengths: the chunk goes after the budget slots, computed once.
             n_slots = slot_bias.shape[-1]
@@ -223,11 +227,11 @@ class DecoderStep(nn.Module):
             # 10.3 does not parse.
             qkv, nq, nkv = layer.qkv_proj(h), layer.q_size, layer.kv_size
             if self.gqa:
-                out, k, v, mass, present_k, present_v = self._fused_attention(
-                    i, layer, qkv, past_keys[i], past_values[i], padded[i], weight,
+                out, *parts = self._fused_attention(
+                    layer, qkv, past_keys[i], past_values[i], padded[i], weight,
                     layer_pos[i:i + 1], lengths)
-                for acc, item in zip((new_keys, new_values, masses, *presents),
-                                     (k, v, mass, present_k, present_v), strict=True):
+                for acc, item in zip((new_keys, new_values, *presents, masses), parts,
+                                     strict=False):  # no mass when it is not computed
                     acc.append(item)
                 x = self._mlp(layer, x + layer.o_proj(out))
                 continue
@@ -262,8 +266,10 @@ class DecoderStep(nn.Module):
             inv = 1.0 / (e_slots.sum(-1, keepdim=True) + e_chunk.sum(-1, keepdim=True))
             # attn_mass: weights x probabilities as a product, normalisation folded into the
             # weights (one read of the scores, nothing written at their size).
-            w = weight * inv.transpose(-1, -2)  # [Hkv, 1, G*c]
-            masses.append(torch.cat([torch.matmul(w, e_slots), torch.matmul(w, e_chunk)], -1)[:, 0])
+            if self.attn_mass:
+                w = weight * inv.transpose(-1, -2)  # [Hkv, 1, G*c]
+                masses.append(torch.cat([torch.matmul(w, e_slots), torch.matmul(w, e_chunk)],
+                                        -1)[:, 0])
             out = (torch.matmul(e_slots.to(v.dtype), past_values[i])
                    + torch.matmul(e_chunk.to(v.dtype), v)) * inv.to(v.dtype)
             out = out.reshape(n_kv * group, c, d).transpose(0, 1).reshape(c, n_kv * group * d)
@@ -271,6 +277,8 @@ class DecoderStep(nn.Module):
         if logit_rows is not None:  # only these chunk rows need logits (prefill: the last)
             x = x.index_select(0, logit_rows)
         logits = self.lm_head(self.norm(x)).float().unsqueeze(0)
+        if not self.attn_mass:  # the contract's output, left at zero
+            masses = [slot_bias.new_zeros(n_kv, slot_bias.shape[-1] + c)] * dims.num_layers
         return (logits, torch.stack(new_keys), torch.stack(new_values), torch.stack(masses),
                 *presents[0], *presents[1])
 
@@ -280,16 +288,16 @@ class DecoderStep(nn.Module):
         gate, up = gate_up[:, :half], gate_up[:, half:]
         return x + layer.down_proj(nn.functional.silu(gate) * up)
 
-    def _fused_attention(self, i: int, layer: DecoderLayer, qkv: torch.Tensor,
-                         past_k: torch.Tensor, past_v: torch.Tensor, bias: torch.Tensor,
-                         weight: torch.Tensor, layer_pos: torch.Tensor,
+    def _fused_attention(self, layer: DecoderLayer, qkv: torch.Tensor, past_k: torch.Tensor,
+                         past_v: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor,
+                         layer_pos: torch.Tensor,
                          lengths: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """Layer i's attention as one `edgekv::gqa` op. qkv [c, (Hq + 2 Hkv) * D] as projected,
+        """A layer's attention as one `edgekv::gqa` op. qkv [c, (Hq + 2 Hkv) * D] as projected,
         past K/V [1, Hkv, rows, D] (or [Hkv, rows, D]; rows >= budget), bias [Hkv, 1, 1, T]
         (T = budget + c: slot_bias, then zeros for the chunk), layer_pos [1, c]: the chunk's
         rotary positions (one shift per layer), lengths: (seqlens_k, total). Returns the
-        attention output [c, Hq*D], the chunk's K/V [Hkv, c, D] (keys before RoPE), its
-        attn_mass [Hkv, T] and the present K/V."""
+        attention output [c, Hq*D], the chunk's K/V [Hkv, c, D] (keys before RoPE), the
+        present K/V and, when computed, its attn_mass [Hkv, T]."""
         dims = self.dims
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
         c, width, nq, nkv = qkv.shape[0], bias.shape[-1], layer.q_size, layer.kv_size
@@ -305,13 +313,15 @@ class DecoderStep(nn.Module):
             past_k, past_v = past_k.unsqueeze(0), past_v.unsqueeze(0)
         out, present_k, present_v, probs = gqa_op.gqa(
             q_rot, k_rot, v.unsqueeze(0), past_k, past_v, *lengths, bias, n_kv * group, n_kv,
-            d**-0.5)
-        # attn_mass: the weighted probabilities summed over each KV head's query rows.
-        mass = torch.matmul(weight, probs.reshape(n_kv, group * c, width))[:, 0]
+            d**-0.5, self.attn_mass)
         heads = (k.reshape(c, n_kv, d).transpose(0, 1), v.reshape(c, n_kv, d).transpose(0, 1))
         # present K/V are the op's own outputs: the runtime aliases them to the past buffers,
         # which an op in between would copy.
-        return out[0], *heads, mass, present_k, present_v
+        if not self.attn_mass:
+            return out[0], *heads, present_k, present_v
+        # attn_mass: the weighted probabilities summed over each KV head's query rows.
+        mass = torch.matmul(weight, probs.reshape(n_kv, group * c, width))[:, 0]
+        return out[0], *heads, present_k, present_v, mass
 
 
 def _mrope_select(section: list[int]) -> torch.Tensor:

@@ -70,6 +70,7 @@ class ExportOptions:
     key_rope: str = "graph"  # "cached": keys cached rotated (ort target; runtime/key_rotation.py)
     int4_compute: str = "int8"  # int4 bundles: MatMulNBits with int8 activations, or "fp32"
     attention: str = "graph"  # "gqa": one GroupQueryAttention per layer (ort, keys cached rotated)
+    attn_mass: bool = True  # False: no attention mass (streaming, window and full never read it)
 
     @property
     def rope_table(self) -> int:
@@ -125,7 +126,7 @@ class ExportOptions:
 
 def build_step(
     model: Any, dtype: str = "fp32", rope_table: int = 0, fused_norm: bool = False,
-    cached_rope: bool = False, gqa: bool = False,
+    cached_rope: bool = False, gqa: bool = False, attn_mass: bool = True,
 ) -> tuple[str, LlamaShapedAdapter, DecoderStep]:
     """(family, adapter, DecoderStep) for an HF model: its weights under the contract's graph."""
     family, adapter = adapter_for(model)
@@ -136,7 +137,7 @@ def build_step(
                               "(3 position components): export with --key-rope graph")
         rope_table = 0  # M-RoPE positions have 3 components: computed in the graph
     step = DecoderStep(dims, rope_table=rope_table, fused_norm=fused_norm,
-                       cached_rope=cached_rope, gqa=gqa)
+                       cached_rope=cached_rope, gqa=gqa, attn_mass=attn_mass)
     step.load_state_dict(adapter.weights(model), strict=True)
     return family, adapter, step.to(DTYPES[dtype]).eval()
 
@@ -207,7 +208,8 @@ def export_model(
     family, adapter, step = build_step(model, options.dtype, rope_table,
                                        fused_norm=options.target == "ort",
                                        cached_rope=options.key_rope == "cached",
-                                       gqa=options.attention == "gqa")
+                                       gqa=options.attention == "gqa",
+                                       attn_mass=options.attn_mass)
     dims = step.dims
     log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
         f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")
@@ -256,6 +258,7 @@ def export_model(
             kv_layout="per_layer" if per_layer else "stacked",
             outputs={n: n for n in onnx_graph.OUTPUTS},
             attention=options.attention,
+            attn_mass=options.attn_mass,
             opset=options.opset,
             edgekv_version=edgekv.__version__,
             quant_format=QUANT_FORMAT if quantized else "",

@@ -46,12 +46,27 @@ def translation_table() -> dict:
     """`custom_translation_table` entries for torch.onnx.export."""
     _declare_schema()
     msft = onnxscript.values.Opset(_DOMAIN, 1)
+    op = onnxscript.opset18
 
     def group_query_attention(q, k, v, past_k, past_v, seqlens_k, total, bias,  # noqa: ANN001, ANN202 - onnxscript values
-                              num_heads, kv_heads, scale):
-        return msft.GroupQueryAttention(
-            q, k, v, past_k, past_v, seqlens_k, total, None, None, None, bias,
-            num_heads=num_heads, kv_num_heads=kv_heads, scale=scale, qk_output=_PROBS,
-            _num_outputs=4)
+                              num_heads, kv_heads, scale, with_probs=True):
+        inputs = (q, k, v, past_k, past_v, seqlens_k, total, None, None, None, bias)
+        attrs = {"num_heads": num_heads, "kv_num_heads": kv_heads, "scale": scale}
+        if with_probs:
+            return msft.GroupQueryAttention(*inputs, **attrs, qk_output=_PROBS, _num_outputs=4)
+        # onnxscript names all four outputs; `trim_outputs` drops the fourth after export
+        out, present_k, present_v, _ = msft.GroupQueryAttention(*inputs, **attrs,
+                                                                _num_outputs=3)
+        return out, present_k, present_v, op.Constant(value_floats=[])
 
     return {torch.ops.edgekv.gqa.default: group_query_attention}
+
+
+def trim_outputs(model: onnx.ModelProto) -> None:
+    """Drop the QK output of GroupQueryAttention nodes without `qk_output`: ONNX Runtime
+    refuses the node when it is listed ("Output QK buffer was provided but qk_output attribute
+    was not configured")."""
+    for node in model.graph.node:
+        if node.op_type == "GroupQueryAttention" and len(node.output) > 3 and not any(
+                a.name == "qk_output" and a.i for a in node.attribute):
+            del node.output[3:]

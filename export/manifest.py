@@ -135,6 +135,9 @@ class Manifest:
     # Runtime, key_rope "cached"): each layer's past K/V input has `chunk` scratch rows after
     # the budget, where the chunk is written, and the outputs `present_names` alias them.
     attention: str = "graph"
+    # False: the graph does not compute the attention mass and its `attn_mass` output is zeros;
+    # policies that read it (h2o, snapkv, ...) refuse the bundle.
+    attn_mass: bool = True
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -163,7 +166,7 @@ class Manifest:
         layer ("NAME.0", "NAME.1", ...)."""
         name = self.inputs[which]
         if self.kv_layout == "per_layer":
-            return [f"{name}.{i}" for i in range(self.dims.num_layers)]
+            return layer_names(name, self.dims.num_layers)
         return [name]
 
     @property
@@ -173,7 +176,7 @@ class Manifest:
 
     def present_names(self, which: str) -> list[str]:
         """Fused-attention outputs that alias the cache: "present_keys" / "present_values"."""
-        return [f"{which}.{i}" for i in range(self.dims.num_layers)]
+        return layer_names(which, self.dims.num_layers)
 
     def with_files(self, bundle_dir: Path) -> Manifest:
         """A copy that records the sha256 of every file in the bundle but the manifest."""
@@ -219,3 +222,8 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
                     "(corrupt or modified); re-export the bundle"
                 )
     return manifest
+
+
+def layer_names(name: str, num_layers: int) -> list[str]:
+    """One graph input or output per layer: "NAME.0", "NAME.1", ..."""
+    return [f"{name}.{i}" for i in range(num_layers)]

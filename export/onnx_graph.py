@@ -15,7 +15,7 @@ import onnx
 import torch
 
 from edgekv.export.decoder_step import DecoderStep
-from edgekv.export.manifest import EMPTY_SLOT_BIAS, LM_HEAD, LOGIT_ROWS, POS_SHIFT
+from edgekv.export.manifest import EMPTY_SLOT_BIAS, LM_HEAD, LOGIT_ROWS, POS_SHIFT, layer_names
 from edgekv.export.node_order import schedule_attn_mass
 
 INPUTS = ["inputs_embeds", "chunk_pos", "past_keys", "past_values", "slot_pos", "slot_bias",
@@ -68,7 +68,7 @@ def input_names(num_layers: int, per_layer: bool, rows: bool,
                 cached_rope: bool = False) -> list[str]:
     names = graph_inputs(cached_rope)
     if per_layer:
-        kv = [f"{name}.{i}" for name in ("past_keys", "past_values") for i in range(num_layers)]
+        kv = [n for which in ("past_keys", "past_values") for n in layer_names(which, num_layers)]
         names = names[:2] + kv + names[4:]
     return names + [LOGIT_ROWS] if rows else names
 
@@ -80,8 +80,8 @@ def output_names(num_layers: int, gqa: bool = False) -> list[str]:
 
 
 def present_names(num_layers: int) -> list[str]:
-    return [f"{name}.{i}" for name in ("present_keys", "present_values")
-            for i in range(num_layers)]
+    return [n for which in ("present_keys", "present_values")
+            for n in layer_names(which, num_layers)]
 
 
 def graph_inputs(cached_rope: bool) -> list[str]:
@@ -136,6 +136,8 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path,
     model = program.model_proto
     if module is not step:
         _strip_prefix(model, "step.")  # the wrapper's attribute; weights keep DecoderStep's names
+    if step.gqa:
+        gqa_onnx.trim_outputs(model)
     schedule_attn_mass(model)
     return model
 

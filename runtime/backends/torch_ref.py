@@ -53,7 +53,7 @@ class TorchBackend:
         step = DecoderStep(manifest.dims, _TORCH_DTYPES[manifest.dtype], manifest.rope_table,
                            fused_norm=manifest.target == "ort",
                            cached_rope=manifest.key_rope == "cached",
-                           gqa=manifest.attention == "gqa")
+                           gqa=manifest.attention == "gqa", attn_mass=manifest.attn_mass)
         state = {}
         for name in step.state_dict():
             parts = [found.get(n) for n in _unfused_names(name)]

@@ -47,6 +47,8 @@ class Policy:
     # Evicts only the oldest tokens after the sinks, so ranks move together (keys cached
     # rotated then turn only the sinks; runtime/key_rotation.py).
     oldest_first: ClassVar[bool] = False
+    # Reads attn_mass (scores slots by attention): a bundle exported without it is refused.
+    reads_mass: ClassVar[bool] = True
 
     def min_budget(self, chunk: int) -> int:
         """The smallest budget that holds this policy's fixed parts plus one chunk."""

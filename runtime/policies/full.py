@@ -13,6 +13,7 @@ class Full(Policy):
     name: ClassVar[str] = "full"
     summary: ClassVar[str] = "keep every token; error when the budget is full"
     oldest_first: ClassVar[bool] = True
+    reads_mass: ClassVar[bool] = False
 
     def make_room(self, cache: KVCache, n: int) -> None:
         if cache.free_count().min() < n:

@@ -17,6 +17,7 @@ class Streaming(Policy):
     name: ClassVar[str] = "streaming"
     summary: ClassVar[str] = "attention sinks + most recent tokens (StreamingLLM)"
     oldest_first: ClassVar[bool] = True
+    reads_mass: ClassVar[bool] = False
     sinks: int = 4
 
     def min_budget(self, chunk: int) -> int:

@@ -12,6 +12,7 @@ class Window(Policy):
     name: ClassVar[str] = "window"
     summary: ClassVar[str] = "most recent tokens only"
     oldest_first: ClassVar[bool] = True
+    reads_mass: ClassVar[bool] = False
 
     def make_room(self, cache: KVCache, n: int) -> None:
         evict_oldest(cache, n)

@@ -112,3 +112,26 @@ def test_fused_attention_needs_rotated_keys_and_ort():
         ExportOptions(attention="gqa", key_rope="cached", target="tensorrt").check()
     with pytest.raises(EdgeKVError, match="--attention"):
         ExportOptions(attention="flash").check()
+
+
+@pytest.mark.parametrize("attention", ["graph", "gqa"])
+def test_a_bundle_without_attention_mass(tiny_bundle, attention):
+    """--no-attn-mass: the same logits for the policies that never read the mass, a zero
+    attn_mass output, and a clear refusal for those that do."""
+    rope = {"key_rope": "cached", "attention": "gqa"} if attention == "gqa" else {}
+    with_mass = Bundle.open(tiny_bundle("llama", budget=BUDGET, chunk=CHUNK, **rope))
+    without = Bundle.open(tiny_bundle("llama", budget=BUDGET, chunk=CHUNK, attn_mass=False,
+                                      **rope))
+    assert without.manifest.attn_mass is False
+    for policy in ("streaming", "window"):
+        want, _ = _stream(with_mass, policy, tokens=70)
+        got, session = _stream(without, policy, tokens=70)
+        for w, g in zip(want, got, strict=True):
+            assert np.abs(w - g).max() < 1e-5
+    out = session.backend.run(without.embed(np.array([3])), np.array([0]),
+                              np.zeros_like(session.cache.rank if attention == "graph"
+                                            else session.cache.rotation.shift),
+                              session.cache.bias, np.ones(1, np.float32))
+    assert out.attn_mass.shape[-1] == BUDGET + 1 and not out.attn_mass.any()
+    with pytest.raises(EdgeKVError, match="--no-attn-mass"):
+        Session.open(without, policy="h2o")

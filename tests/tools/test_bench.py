@@ -152,7 +152,8 @@ def test_bench_quick_on_a_tiny_bundle_json(tiny_bundle, tmp_path, capsys):
     assert edgekv["prefill_tps"] > 0 and edgekv["decode_tps"] > 0 and edgekv["peak_rss_mb"] > 10
     assert edgekv["decoded_tokens"] == 8 and 0.0 <= edgekv["overhead_frac"] < 1.0
     assert edgekv["bundle"] == {"dtype": "fp32", "budget": 96, "chunk": 16, "key_rope": "graph",
-                                "quant_compute": "", "attention": "graph"}
+                                "quant_compute": "", "attention": "graph",
+                                "attn_mass": True}
     assert "edgekv bundle: fp32, budget 96, chunk 16, keys rotated in the graph" in render(report)
     assert edgekv["long"]["96"]["tokens_done"] == 512
     assert abs(edgekv["rss_growth_4k_32k"]) < 0.5

@@ -60,7 +60,7 @@ def bundle_options(manifest) -> dict:  # noqa: ANN001 - Manifest
     """The export options that change speed or memory, so a report says what it measured."""
     return {"dtype": manifest.dtype, "budget": manifest.budget, "chunk": manifest.chunk,
             "key_rope": manifest.key_rope, "quant_compute": manifest.quant_compute,
-            "attention": manifest.attention}
+            "attention": manifest.attention, "attn_mass": manifest.attn_mass}
 
 
 def long_stream(session, ids, mark: int) -> dict:  # noqa: ANN001 - Session, np.ndarray

@@ -92,6 +92,8 @@ def _options(bundle: Result) -> str:
         words.append(f"{bundle['quant_compute']} compute")
     if bundle.get("attention") == "gqa":
         words.append("GroupQueryAttention")
+    if bundle.get("attn_mass") is False:
+        words.append("no attention mass")
     return ", ".join(words)
 
 
