@@ -33,14 +33,14 @@ def example_inputs(step: DecoderStep, budget: int, chunk: int) -> tuple[torch.Te
     kv_shape = (dims.num_layers, dims.num_kv_heads, budget, dims.head_dim)
     # Fused attention (step.gqa) writes the chunk into scratch rows after the slots, and takes
     # each layer's buffer as [1, Hkv, rows, D], the kernel's own rank (no reshape in between).
-    rows = ((dims.num_layers, 1, dims.num_kv_heads, budget + chunk, dims.head_dim) if step.gqa
-            else kv_shape)
+    kv_rows = ((dims.num_layers, 1, dims.num_kv_heads, budget + chunk, dims.head_dim)
+               if step.gqa else kv_shape)
     lead = (3,) if dims.mrope_section else ()  # M-RoPE: 3 position components
     return (
         torch.zeros(1, chunk, dims.hidden_size, dtype=dtype),
         torch.arange(chunk, dtype=torch.int64).expand(*lead, chunk).contiguous(),
-        torch.zeros(rows, dtype=dtype),
-        torch.zeros(rows, dtype=dtype),
+        torch.zeros(kv_rows, dtype=dtype),
+        torch.zeros(kv_rows, dtype=dtype),
         torch.zeros(kv_shape[:2] if step.cached_rope else lead + kv_shape[:3], dtype=torch.int64),
         torch.full(kv_shape[:3], EMPTY_SLOT_BIAS, dtype=torch.float32),
         torch.ones(chunk, dtype=torch.float32),

@@ -56,7 +56,8 @@ class Bundle:
     def _read_rows(self, ids: np.ndarray) -> np.ndarray:
         """The rows of `ids`, read from embed.bin, not through the memory map: a page fault on
         the map also maps the cached pages around it (fault-around), and a 2k-token prompt made
-        93 of the 108 MiB of SmolLM2's table resident (docs/bench.md, "Memory levers")."""
+        93 of the 108 MiB of SmolLM2's table resident (docs/bench.md, "Token rows read,
+        not mapped")."""
         table = self.embedding
         if np.any((ids < 0) | (ids >= table.shape[0])):
             raise IndexError(f"token id out of range for a vocabulary of {table.shape[0]}")
