@@ -75,12 +75,15 @@ def activation_bytes(d: DecoderDims, budget: int, chunk: int, dtype: str) -> int
 
 
 def plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
-         overhead: int = RUNTIME_OVERHEAD, workspace: int = 0, vision: int = 0) -> MemoryPlan:
+         overhead: int = RUNTIME_OVERHEAD, workspace: int = 0, vision: int = 0,
+         scratch_rows: int = 0) -> MemoryPlan:
+    """`scratch_rows`: cache rows after the budget (fused-attention bundles, manifest
+    `scratch_rows`), part of the KV buffer."""
     if dtype not in BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; the planner knows {', '.join(BYTES)}")
     return MemoryPlan(
         weights=weight_bytes(d, dtype),
-        kv_cache=kv_bytes(d, budget, dtype),
+        kv_cache=kv_bytes(d, budget + scratch_rows, dtype),
         activations=activation_bytes(d, budget, chunk, dtype),
         overhead=overhead,
         workspace=workspace,

@@ -135,3 +135,14 @@ def test_a_bundle_without_attention_mass(tiny_bundle, attention):
     assert out.attn_mass.shape[-1] == BUDGET + 1 and not out.attn_mass.any()
     with pytest.raises(EdgeKVError, match="--no-attn-mass"):
         Session.open(without, policy="h2o")
+
+
+def test_the_memory_plan_counts_the_scratch_rows(tiny_bundle):
+    from edgekv.profiles.planner import kv_bytes, plan
+
+    _, fused = _pair(tiny_bundle)
+    m = fused.manifest
+    with_rows = plan(m.dims, m.budget, m.chunk, m.dtype, scratch_rows=m.scratch_rows)
+    assert with_rows.kv_cache == kv_bytes(m.dims, BUDGET + CHUNK, m.dtype)
+    session = Session.open(fused, policy="streaming")
+    assert sum(b.nbytes for b in session.cache.buffers) == with_rows.kv_cache
