@@ -124,17 +124,39 @@ class KVCache:
         most = int(per_head.max())
         if most == 0:
             return
-        self.evictions += most
         if most == 1:  # decode: one slot per head at most, found without a full nonzero scan
             layer, head = np.nonzero(per_head)
-            at = (layer, head, freed.argmax(-1)[layer, head])
-            gone = np.full(per_head.shape, np.iinfo(np.int64).max)
-            gone[layer, head] = self.rank[at]
-            # subtracting the comparison: `where=` took twice as long (244 vs 117 us here)
-            np.subtract(self.rank, self.rank > gone[..., None], out=self.rank)
-        else:
-            self._drop_ranks(freed, most)
-            at = np.nonzero(freed)
+            self._evict_one((layer, head, freed.argmax(-1)[layer, head]))
+            return
+        self.evictions += most
+        self._drop_ranks(freed, most)
+        self._clear(np.nonzero(freed))
+        self.n_valid -= per_head
+
+    def evict_one(self, slot: np.ndarray, heads: np.ndarray) -> None:
+        """Free slot[l, h] ([L, Hkv]) in every head where `heads` is true: one valid slot per
+        head, known to the caller (a decode step of an oldest-first policy), so no scan of the
+        whole cache finds it. Protected slots refuse."""
+        layer, head = np.nonzero(heads)
+        at = (layer, head, slot[layer, head])
+        if np.any(self.protected[at]):
+            raise BudgetError("a policy tried to evict a protected slot")
+        if np.any(self.orig_pos[at] == EMPTY):
+            raise BudgetError("a policy tried to evict an empty slot")
+        self._evict_one(at)
+
+    def _evict_one(self, at: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        if not len(at[0]):
+            return
+        self.evictions += 1
+        gone = np.full(self.n_valid.shape, np.iinfo(np.int64).max)
+        gone[at[:2]] = self.rank[at]
+        # subtracting the comparison: `where=` took twice as long (244 vs 117 us here)
+        np.subtract(self.rank, self.rank > gone[..., None], out=self.rank)
+        self._clear(at)
+        self.n_valid[at[:2]] -= 1
+
+    def _clear(self, at: tuple[np.ndarray, ...]) -> None:
         self.orig_pos[at] = EMPTY
         self.count[at] = 0
         self.score[at] = 0.0
@@ -142,7 +164,6 @@ class KVCache:
         self.place[at] = NO_PLACE
         self.bias[at] = EMPTY_SLOT_BIAS
         self.rank[at] = 0
-        self.n_valid -= per_head
 
     def _drop_ranks(self, freed: np.ndarray, most: int) -> None:
         """Close the gaps the freed slots (`most` > 1 in some head) leave in the rank order."""

@@ -90,8 +90,11 @@ def evict_oldest(cache: KVCache, n: int, sinks: int = 0) -> None:
         # pass, where the general path below cost a float copy and a partial sort. (Empty
         # slots have rank 0 too; `evict` skips them.)
         rank = cache.rank
-        if need.max() <= 1:  # decode
-            cache.evict((rank == sinks) & (need >= 1)[..., None])
+        if need.max() <= 1:  # decode: the slot at rank `sinks` in each head that needs room
+            target = rank == sinks
+            if sinks == 0:  # empty slots have rank 0 too
+                target &= cache.valid
+            cache.evict_one(target.argmax(-1), need >= 1)
         else:
             cache.evict((rank >= sinks) & (rank < sinks + need[..., None]))
         return
