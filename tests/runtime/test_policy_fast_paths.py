@@ -68,3 +68,23 @@ def test_single_evictions_keep_ranks_dense():
         for head in range(2):
             valid = cache.valid[layer, head]
             assert sorted(cache.rank[layer, head, valid]) == list(range(39))
+
+
+def test_evict_one_refuses_protected_and_empty_slots():
+    from edgekv.runtime.errors import BudgetError
+
+    cache = _scattered_cache(3)
+    every_head = np.ones((2, 2), dtype=bool)
+    empty = np.argmin(cache.valid, axis=-1)  # a free slot in each head
+    with pytest.raises(BudgetError, match="empty slot"):
+        cache.evict_one(empty, every_head)
+    taken = np.argmax(cache.valid, axis=-1)
+    cache.protected[0, 1, taken[0, 1]] = True
+    with pytest.raises(BudgetError, match="protected"):
+        cache.evict_one(taken, every_head)
+    others = every_head.copy()
+    others[0, 1] = False  # the protected slot's head not listed
+    before = cache.n_valid.copy()
+    cache.evict_one(taken, others)
+    assert np.array_equal(cache.n_valid, before - others)
+    assert not cache.valid[others.nonzero() + (taken[others],)].any()
