@@ -44,8 +44,9 @@ class Bundle:
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Token ids [n] -> embeddings [1, n, H] in the graph's dtype."""
         ids = np.asarray(ids, dtype=np.int64)
-        if self.manifest.embedding.shared_with_lm_head:
-            rows = self.embedding[ids]  # the lm_head reads every page of it anyway
+        if self.manifest.embedding.shared_with_lm_head or not hasattr(os, "preadv"):
+            # the lm_head reads every page of it anyway (and Windows has no preadv)
+            rows = self.embedding[ids]
         else:
             rows = self._read_rows(ids)
         scale = self.manifest.dims.embedding_multiplier
