@@ -183,7 +183,7 @@ class DecoderStep(nn.Module):
             # Each query head adds its KV head's slot bias; the chunk's own keys get none.
             padded = torch.cat([slot_bias, slot_bias.new_zeros(*slot_bias.shape[:2], c)], -1)
             padded = padded[:, :, None, None]  # [L, Hkv, 1, 1, budget + c]
-        if self.cached_rope:
+        elif self.cached_rope:  # fused attention rotates its own chunk (_fused_attention)
             past_rotated = past_keys
             # slot_pos is pos_shift [L, Hkv]: each layer's KV heads see the chunk shifted.
             query_pos = chunk_pos.unsqueeze(0).unsqueeze(0) + slot_pos.unsqueeze(-1)
@@ -227,12 +227,14 @@ class DecoderStep(nn.Module):
             # 10.3 does not parse.
             qkv, nq, nkv = layer.qkv_proj(h), layer.q_size, layer.kv_size
             if self.gqa:
-                out, *parts = self._fused_attention(
+                out, k, v, present_k, present_v, mass = self._fused_attention(
                     layer, qkv, past_keys[i], past_values[i], padded[i], weight,
                     layer_pos[i:i + 1], lengths)
-                for acc, item in zip((new_keys, new_values, *presents, masses), parts,
-                                     strict=False):  # no mass when it is not computed
+                for acc, item in zip((new_keys, new_values, *presents),
+                                     (k, v, present_k, present_v), strict=True):
                     acc.append(item)
+                if mass is not None:
+                    masses.append(mass)
                 x = self._mlp(layer, x + layer.o_proj(out))
                 continue
             q, k, v = qkv[:, :nq], qkv[:, nq:nq + nkv], qkv[:, nq + nkv:]
@@ -291,13 +293,14 @@ class DecoderStep(nn.Module):
     def _fused_attention(self, layer: DecoderLayer, qkv: torch.Tensor, past_k: torch.Tensor,
                          past_v: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor,
                          layer_pos: torch.Tensor,
-                         lengths: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+                         lengths: tuple[torch.Tensor, torch.Tensor],
+                         ) -> tuple[torch.Tensor, ...]:
         """A layer's attention as one `edgekv::gqa` op. qkv [c, (Hq + 2 Hkv) * D] as projected,
         past K/V [1, Hkv, rows, D] (or [Hkv, rows, D]; rows >= budget), bias [Hkv, 1, 1, T]
         (T = budget + c: slot_bias, then zeros for the chunk), layer_pos [1, c]: the chunk's
         rotary positions (one shift per layer), lengths: (seqlens_k, total). Returns the
         attention output [c, Hq*D], the chunk's K/V [Hkv, c, D] (keys before RoPE), the
-        present K/V and, when computed, its attn_mass [Hkv, T]."""
+        present K/V and its attn_mass [Hkv, T] (None when the step computes none)."""
         dims = self.dims
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
         c, width, nq, nkv = qkv.shape[0], bias.shape[-1], layer.q_size, layer.kv_size
@@ -317,10 +320,9 @@ class DecoderStep(nn.Module):
         heads = (k.reshape(c, n_kv, d).transpose(0, 1), v.reshape(c, n_kv, d).transpose(0, 1))
         # present K/V are the op's own outputs: the runtime aliases them to the past buffers,
         # which an op in between would copy.
-        if not self.attn_mass:
-            return out[0], *heads, present_k, present_v
-        # attn_mass: the weighted probabilities summed over each KV head's query rows.
-        mass = torch.matmul(weight, probs.reshape(n_kv, group * c, width))[:, 0]
+        mass = None
+        if self.attn_mass:  # the weighted probabilities summed over each KV head's query rows
+            mass = torch.matmul(weight, probs.reshape(n_kv, group * c, width))[:, 0]
         return out[0], *heads, present_k, present_v, mass
 
 
