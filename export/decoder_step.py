@@ -173,16 +173,19 @@ class DecoderStep(nn.Module):
         x = inputs_embeds[0]
         if self.gqa:
             # One shift per layer (the runtime keeps a layer's heads at one,
-            # KeyRotation.per_layer): the chunk's heads rotate in their packed layout, one op
-            # each for q and k.
+            # KeyRotation.per_layer): the kernel rotates the chunk's q and k at these.
             layer_pos = chunk_pos.unsqueeze(0) + slot_pos[:, :1]  # [L, c]
             # The kernel's lengths: the chunk goes after the budget slots, computed once.
             n_slots = slot_bias.shape[-1]
             total = (torch.zeros_like(chunk_pos[:1]) + (n_slots + c)).to(torch.int32)
             lengths = (total - 1, total[0])  # seqlens_k [1], total_sequence_length []
             # Each query head adds its KV head's slot bias; the chunk's own keys get none.
+            # Expanded per layer, where the kernel reads it while it is in cache: expanded
+            # for all layers at once, a 64-token chunk's attention took 6 ms more (and 146 MB
+            # of bias) at budget 2048.
             padded = torch.cat([slot_bias, slot_bias.new_zeros(*slot_bias.shape[:2], c)], -1)
             padded = padded[:, :, None, None]  # [L, Hkv, 1, 1, budget + c]
+            kv_rows: list[torch.Tensor] = []
         elif self.cached_rope:  # fused attention rotates its own chunk (_fused_attention)
             past_rotated = past_keys
             # slot_pos is pos_shift [L, Hkv]: each layer's KV heads see the chunk shifted.
@@ -227,12 +230,12 @@ class DecoderStep(nn.Module):
             # 10.3 does not parse.
             qkv, nq, nkv = layer.qkv_proj(h), layer.q_size, layer.kv_size
             if self.gqa:
-                out, k, v, present_k, present_v, mass = self._fused_attention(
+                out, kv, present_k, present_v, mass = self._fused_attention(
                     layer, qkv, past_keys[i], past_values[i], padded[i], weight,
                     layer_pos[i:i + 1], lengths)
-                for acc, item in zip((new_keys, new_values, *presents),
-                                     (k, v, present_k, present_v), strict=True):
-                    acc.append(item)
+                kv_rows.append(kv)
+                presents[0].append(present_k)
+                presents[1].append(present_v)
                 if mass is not None:
                     masses.append(mass)
                 x = self._mlp(layer, x + layer.o_proj(out))
@@ -281,8 +284,13 @@ class DecoderStep(nn.Module):
         logits = self.lm_head(self.norm(x)).float().unsqueeze(0)
         if not self.attn_mass:  # the contract's output, left at zero
             masses = [slot_bias.new_zeros(n_kv, slot_bias.shape[-1] + c)] * dims.num_layers
-        return (logits, torch.stack(new_keys), torch.stack(new_values), torch.stack(masses),
-                *presents[0], *presents[1])
+        if self.gqa:  # every layer's chunk K/V gathered in one transpose, not 2 per layer
+            heads = torch.cat(kv_rows).reshape(dims.num_layers, c, -1, d)  # [L, c, Hq+2Hkv, D]
+            kv = heads[:, :, -2 * n_kv:].reshape(dims.num_layers, c, 2, n_kv, d)
+            new_keys, new_values = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            new_keys, new_values = torch.stack(new_keys), torch.stack(new_values)
+        return (logits, new_keys, new_values, torch.stack(masses), *presents[0], *presents[1])
 
     def _mlp(self, layer: DecoderLayer, x: torch.Tensor) -> torch.Tensor:
         h = layer.post_norm(x)
@@ -299,31 +307,28 @@ class DecoderStep(nn.Module):
         past K/V [1, Hkv, rows, D] (or [Hkv, rows, D]; rows >= budget), bias [Hkv, 1, 1, T]
         (T = budget + c: slot_bias, then zeros for the chunk), layer_pos [1, c]: the chunk's
         rotary positions (one shift per layer), lengths: (seqlens_k, total). Returns the
-        attention output [c, Hq*D], the chunk's K/V [Hkv, c, D] (keys before RoPE), the
+        attention output [c, Hq*D], the packed q, k, v it read [c, (Hq + 2 Hkv) D] (keys before
+        RoPE), the
         present K/V and its attn_mass [Hkv, T] (None when the step computes none)."""
         dims = self.dims
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
-        c, width, nq, nkv = qkv.shape[0], bias.shape[-1], layer.q_size, layer.kv_size
-        q, k, v = qkv[:, :nq], qkv[:, nq:nq + nkv], qkv[:, nq + nkv:]
-        if dims.qk_norm:
-            q = layer.q_norm(q.reshape(c, -1, d)).reshape(c, nq)
-            k = layer.k_norm(k.reshape(c, n_kv, d)).reshape(c, nkv)
-        tables = (self.cos_table, self.sin_table)
-        q_rot = rope_op.rope_packed(q.unsqueeze(0), layer_pos, *tables)
-        k_rot = rope_op.rope_packed(k.unsqueeze(0), layer_pos, *tables)
+        c, width, nq = qkv.shape[0], bias.shape[-1], layer.q_size
+        if dims.qk_norm:  # normed per head between the projection and RoPE: packed again
+            q = layer.q_norm(qkv[:, :nq].reshape(c, -1, d)).reshape(c, nq)
+            k = layer.k_norm(qkv[:, nq:nq + layer.kv_size].reshape(c, n_kv, d))
+            qkv = torch.cat([q, k.reshape(c, -1), qkv[:, nq + layer.kv_size:]], -1)
         bias = bias.expand(n_kv, group, c, width).reshape(1, n_kv * group, c, width)
         if past_k.dim() == 3:  # the eager oracle's cache views; exported graphs take [1, ...]
             past_k, past_v = past_k.unsqueeze(0), past_v.unsqueeze(0)
         out, present_k, present_v, probs = gqa_op.gqa(
-            q_rot, k_rot, v.unsqueeze(0), past_k, past_v, *lengths, bias, n_kv * group, n_kv,
-            d**-0.5, self.attn_mass)
-        heads = (k.reshape(c, n_kv, d).transpose(0, 1), v.reshape(c, n_kv, d).transpose(0, 1))
+            qkv.unsqueeze(0), past_k, past_v, *lengths, self.cos_table, self.sin_table,
+            layer_pos, bias, n_kv * group, n_kv, d**-0.5, self.attn_mass)
         # present K/V are the op's own outputs: the runtime aliases them to the past buffers,
         # which an op in between would copy.
         mass = None
         if self.attn_mass:  # the weighted probabilities summed over each KV head's query rows
             mass = torch.matmul(weight, probs.reshape(n_kv, group * c, width))[:, 0]
-        return out[0], *heads, present_k, present_v, mass
+        return out.squeeze(0), qkv, present_k, present_v, mass
 
 
 def _mrope_select(section: list[int]) -> torch.Tensor:

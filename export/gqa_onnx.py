@@ -1,7 +1,9 @@
 """Export-time mapping of `edgekv::gqa` to ONNX Runtime's `com.microsoft.GroupQueryAttention`.
 
-The contrib op's schema lives in ONNX Runtime, so it is declared here. `qk_output` 2 makes
-the fourth output the softmax probabilities.
+The contrib op's schema lives in ONNX Runtime, so it is declared here. The query input is the
+packed projection (key and value left out) and `do_rotary` 1 rotates q and k at
+`position_ids` from the cos/sin tables. `qk_output` 2 makes the fourth output the softmax
+probabilities.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ def _declare_schema() -> None:
     names = ["query", "key", "value", "past_key", "past_value", "seqlens_k",
              "total_sequence_length", "cos_cache", "sin_cache", "position_ids", "attention_bias"]
     types = {"seqlens_k": "M", "total_sequence_length": "M", "position_ids": "P"}
-    inputs = [param(n, types.get(n, "T"), param_option=opt if i > 6 else
-                    OpSchema.FormalParameterOption.Single) for i, n in enumerate(names)]
+    required = {"query", "past_key", "past_value", "seqlens_k", "total_sequence_length"}
+    inputs = [param(n, types.get(n, "T"), param_option=OpSchema.FormalParameterOption.Single
+                    if n in required else opt) for n in names]
     attr = OpSchema.Attribute
     onnx.defs.register_schema(OpSchema(
         "GroupQueryAttention", _DOMAIN, 1,
@@ -38,7 +41,8 @@ def _declare_schema() -> None:
         attributes=[attr("num_heads", OpSchema.AttrType.INT, ""),
                     attr("kv_num_heads", OpSchema.AttrType.INT, ""),
                     attr("scale", OpSchema.AttrType.FLOAT, ""),
-                    attr("qk_output", OpSchema.AttrType.INT, "")],
+                    attr("qk_output", OpSchema.AttrType.INT, ""),
+                    attr("do_rotary", OpSchema.AttrType.INT, "")],
     ))
 
 
@@ -48,10 +52,11 @@ def translation_table() -> dict:
     msft = onnxscript.values.Opset(_DOMAIN, 1)
     op = onnxscript.opset18
 
-    def group_query_attention(q, k, v, past_k, past_v, seqlens_k, total, bias,  # noqa: ANN001, ANN202 - onnxscript values
+    def group_query_attention(qkv, past_k, past_v, seqlens_k, total, cos, sin, pos, bias,  # noqa: ANN001, ANN202 - onnxscript values
                               num_heads, kv_heads, scale, with_probs=True):
-        inputs = (q, k, v, past_k, past_v, seqlens_k, total, None, None, None, bias)
-        attrs = {"num_heads": num_heads, "kv_num_heads": kv_heads, "scale": scale}
+        inputs = (qkv, None, None, past_k, past_v, seqlens_k, total, cos, sin, pos, bias)
+        attrs = {"num_heads": num_heads, "kv_num_heads": kv_heads, "scale": scale,
+                 "do_rotary": 1}
         if with_probs:
             return msft.GroupQueryAttention(*inputs, **attrs, qk_output=_PROBS, _num_outputs=4)
         # onnxscript names all four outputs; `trim_outputs` drops the fourth after export

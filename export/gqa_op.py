@@ -6,38 +6,48 @@ backend and tracing run. Spelled out in standard ops the attention of one layer 
 (scores of slots and chunk, a split softmax, the mass products); as one kernel it is one node,
 which is what a decode step, made of small tensors, pays for (docs/bench.md).
 
-The kernel's cache contract is ONNX Runtime's shared buffer: `past_k`/`past_v` [1, Hkv, R, D]
-hold the `budget` slots in rows [0, budget) and scratch rows after them; the chunk's keys and
-values are written at rows [budget, budget + c) of `present_k`/`present_v` (the same memory,
-when the runtime binds both to one buffer), and the chunk attends to every slot plus itself
-causally. Keys come rotated (the bundle caches keys rotated: manifest `key_rope` "cached").
+The kernel takes the projection as it comes, q, k and v packed in one row per token, and
+rotates q and k itself at `pos` from the RoPE tables: no split, no rotary or reshape nodes
+around it (a decode step's graph went from ~880 to ~450 nodes).
 
-q [1, c, Hq*D], k/v [1, c, Hkv*D], seqlens_k [1] int32 (total - 1), total [] int32
-(budget + c: the kernel's own inputs), bias [1, Hq, c, budget + c] (added to the scaled
-scores: slot_bias for the slots, 0 for the chunk) -> out [1, c, Hq*D], present_k, present_v,
-probs [1, Hq, c, budget + c] (the softmax, which attn_mass is made of; empty when
-`with_probs` is false: writing it and the mass product cost a decode step 0.15-0.45 ms
-at budget 2048).
+The kernel's cache contract is ONNX Runtime's shared buffer: `past_k`/`past_v` [1, Hkv, R, D]
+hold the `budget` slots in rows [0, budget) and scratch rows after them; the chunk's keys
+(rotated) and values are written at rows [budget, budget + c) of `present_k`/`present_v` (the
+same memory, when the runtime binds both to one buffer), and the chunk attends to every slot
+plus itself causally. Cached keys come rotated (the bundle's manifest `key_rope` "cached").
+
+qkv [1, c, (Hq + 2 Hkv) * D], seqlens_k [1] int32 (total - 1), total [] int32 (budget + c:
+the kernel's own inputs), cos/sin [rows, D/2], pos [1, c] int64 (the chunk's rotary
+positions), bias [1, Hq, c, budget + c] (added to the scaled scores: slot_bias for the slots,
+0 for the chunk) -> out [1, c, Hq*D], present_k, present_v, probs [1, Hq, c, budget + c] (the
+softmax, which attn_mass is made of; empty when `with_probs` is false: writing it and the mass
+product cost a decode step 0.15-0.45 ms at budget 2048).
 """
 
 from __future__ import annotations
 
 import torch
 
+from edgekv.export import rope_op
+
 
 @torch.library.custom_op("edgekv::gqa", mutates_args=())
-def gqa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor,
-        past_v: torch.Tensor, seqlens_k: torch.Tensor, total: torch.Tensor, bias: torch.Tensor,
+def gqa(qkv: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
+        seqlens_k: torch.Tensor, total: torch.Tensor, cos_table: torch.Tensor,
+        sin_table: torch.Tensor, pos: torch.Tensor, bias: torch.Tensor,
         num_heads: int, kv_heads: int, scale: float,
         with_probs: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                           torch.Tensor]:
-    c = q.shape[1]
+    c = qkv.shape[1]
     budget = int(total) - c
-    d = q.shape[2] // num_heads
+    d = 2 * cos_table.shape[-1]
     group = num_heads // kv_heads
+    nq, nkv = num_heads * d, kv_heads * d
+    q = rope_op.rope_packed(qkv[..., :nq], pos, cos_table, sin_table)
+    k = rope_op.rope_packed(qkv[..., nq:nq + nkv], pos, cos_table, sin_table)
     heads_q = q[0].reshape(c, num_heads, d).transpose(0, 1)  # [Hq, c, D]
     new_k = k[0].reshape(c, kv_heads, d).transpose(0, 1)  # [Hkv, c, D]
-    new_v = v[0].reshape(c, kv_heads, d).transpose(0, 1)
+    new_v = qkv[0, :, nq + nkv:].reshape(c, kv_heads, d).transpose(0, 1)
     keys = torch.cat([past_k[0, :, :budget], new_k], 1).repeat_interleave(group, 0)
     values = torch.cat([past_v[0, :, :budget], new_v], 1).repeat_interleave(group, 0)
     scores = torch.matmul(heads_q, keys.transpose(-1, -2)).float() * scale + bias[0]
@@ -52,10 +62,13 @@ def gqa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor,
 
 
 @gqa.register_fake
-def _gqa_shape(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor,
-               past_v: torch.Tensor, seqlens_k: torch.Tensor, total: torch.Tensor,
-               bias: torch.Tensor, num_heads: int, kv_heads: int, scale: float,
+def _gqa_shape(qkv: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
+               seqlens_k: torch.Tensor, total: torch.Tensor, cos_table: torch.Tensor,
+               sin_table: torch.Tensor, pos: torch.Tensor, bias: torch.Tensor,
+               num_heads: int, kv_heads: int, scale: float,
                with_probs: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                  torch.Tensor]:
+    c, d = qkv.shape[1], 2 * cos_table.shape[-1]
+    out = qkv.new_empty(1, c, num_heads * d)
     probs = torch.empty_like(bias, dtype=torch.float32) if with_probs else bias.new_empty(0)
-    return torch.empty_like(q), torch.empty_like(past_k), torch.empty_like(past_v), probs
+    return out, torch.empty_like(past_k), torch.empty_like(past_v), probs
