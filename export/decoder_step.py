@@ -166,6 +166,7 @@ class DecoderStep(nn.Module):
         slot_bias: torch.Tensor,
         mass_weight: torch.Tensor,
         logit_rows: torch.Tensor | None = None,
+        live_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         dims = self.dims
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
@@ -175,15 +176,22 @@ class DecoderStep(nn.Module):
             # One shift per layer (the runtime keeps a layer's heads at one,
             # KeyRotation.per_layer): the kernel rotates the chunk's q and k at these.
             layer_pos = chunk_pos.unsqueeze(0) + slot_pos[:, :1]  # [L, c]
-            # The kernel's lengths: the chunk goes after the budget slots, computed once.
+            # The kernel's lengths: it attends to the first `live` rows (every slot, unless
+            # the runtime says fewer hold anything) and writes the chunk after them.
             n_slots = slot_bias.shape[-1]
-            total = (torch.zeros_like(chunk_pos[:1]) + (n_slots + c)).to(torch.int32)
+            live: int | torch.SymInt = n_slots
+            if live_rows is not None:
+                live = live_rows[0].item()
+                torch._check(live >= 0)
+                torch._check(live <= n_slots)
+            total = (torch.zeros_like(chunk_pos[:1]) + (live + c)).to(torch.int32)
             lengths = (total - 1, total[0])  # seqlens_k [1], total_sequence_length []
             # Each query head adds its KV head's slot bias; the chunk's own keys get none.
             # Expanded per layer, where the kernel reads it while it is in cache: expanded
             # for all layers at once, a 64-token chunk's attention took 6 ms more (and 146 MB
             # of bias) at budget 2048.
-            padded = torch.cat([slot_bias, slot_bias.new_zeros(*slot_bias.shape[:2], c)], -1)
+            padded = torch.cat([slot_bias[..., :live],
+                                slot_bias.new_zeros(*slot_bias.shape[:2], c)], -1)
             padded = padded[:, :, None, None]  # [L, Hkv, 1, 1, budget + c]
             kv_rows: list[torch.Tensor] = []
         elif self.cached_rope:  # fused attention rotates its own chunk (_fused_attention)
@@ -236,8 +244,9 @@ class DecoderStep(nn.Module):
                 kv_rows.append(kv)
                 presents[0].append(present_k)
                 presents[1].append(present_v)
-                if mass is not None:
-                    masses.append(mass)
+                if mass is not None:  # the rows not attended to get none: [Hkv, budget + c]
+                    masses.append(torch.cat([mass[:, :live], mass.new_zeros(n_kv, n_slots - live),
+                                             mass[:, live:]], -1))
                 x = self._mlp(layer, x + layer.o_proj(out))
                 continue
             q, k, v = qkv[:, :nq], qkv[:, nq:nq + nkv], qkv[:, nq + nkv:]

@@ -254,7 +254,7 @@ def export_model(
             tokenizer=tokenizer_info(tokenizer, model),
             graphs={"decoder": "decoder.onnx"},
             inputs={n: n for n in onnx_graph.graph_inputs(step.cached_rope)
-                    + [onnx_graph.LOGIT_ROWS] * per_layer},
+                    + [onnx_graph.LOGIT_ROWS] * per_layer + [onnx_graph.LIVE_ROWS] * step.gqa},
             kv_layout="per_layer" if per_layer else "stacked",
             outputs={n: n for n in onnx_graph.OUTPUTS},
             attention=options.attention,

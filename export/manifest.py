@@ -25,6 +25,10 @@ EMPTY_SLOT_BIAS = -30000.0
 # Optional decoder input (ONNX Runtime bundles): which chunk rows get logits. Prefill needs only
 # the last row; the lm_head over all 64 rows of a chunk was 29 of 338 ms (budget 2048, 1 thread).
 LOGIT_ROWS = "logit_rows"
+# Fused-attention bundles: rows [0, live_rows) of every cache buffer hold all valid slots
+# ([1] int64). The kernel attends to those rows only and writes the chunk right after them: a
+# cache still filling (a prompt, the start of a stream) costs what it holds, not the budget.
+LIVE_ROWS = "live_rows"
 POS_SHIFT = "pos_shift"  # takes slot_pos's place when keys are cached rotated ([L, Hkv])
 LM_HEAD = "lm_head.weight"  # the tied output projection's weight, shared with embed.bin
 

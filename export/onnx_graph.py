@@ -15,7 +15,14 @@ import onnx
 import torch
 
 from edgekv.export.decoder_step import DecoderStep
-from edgekv.export.manifest import EMPTY_SLOT_BIAS, LM_HEAD, LOGIT_ROWS, POS_SHIFT, layer_names
+from edgekv.export.manifest import (
+    EMPTY_SLOT_BIAS,
+    LIVE_ROWS,
+    LM_HEAD,
+    LOGIT_ROWS,
+    POS_SHIFT,
+    layer_names,
+)
 from edgekv.export.node_order import schedule_attn_mass
 
 INPUTS = ["inputs_embeds", "chunk_pos", "past_keys", "past_values", "slot_pos", "slot_bias",
@@ -49,8 +56,8 @@ def example_inputs(step: DecoderStep, budget: int, chunk: int) -> tuple[torch.Te
 
 class FlatInputs(torch.nn.Module):
     """Export wrapper for ONNX Runtime bundles: the inputs as a flat list, the cache as one
-    input per layer ([Hkv, B, D] each, `kv_input_names`) when `per_layer`, and the optional
-    `logit_rows` input last when `rows`."""
+    input per layer ([Hkv, B, D] each, `kv_input_names`) when `per_layer`, then the optional
+    `logit_rows` input when `rows`, and `live_rows` for fused attention."""
 
     def __init__(self, step: DecoderStep, per_layer: bool, rows: bool) -> None:
         super().__init__()
@@ -61,16 +68,18 @@ class FlatInputs(torch.nn.Module):
         embeds, pos, kv, rest = args[0], args[1], args[2 : 2 + 2 * n], args[2 + 2 * n :]
         keys, values = (list(kv[:n]), list(kv[n:])) if self.per_layer else kv
         logit_rows = rest[3] if self.rows else None
-        return self.step(embeds, pos, keys, values, *rest[:3], logit_rows=logit_rows)
+        live_rows = rest[-1] if self.step.gqa else None
+        return self.step(embeds, pos, keys, values, *rest[:3], logit_rows=logit_rows,
+                         live_rows=live_rows)
 
 
 def input_names(num_layers: int, per_layer: bool, rows: bool,
-                cached_rope: bool = False) -> list[str]:
+                cached_rope: bool = False, gqa: bool = False) -> list[str]:
     names = graph_inputs(cached_rope)
     if per_layer:
         kv = [n for which in ("past_keys", "past_values") for n in layer_names(which, num_layers)]
         names = names[:2] + kv + names[4:]
-    return names + [LOGIT_ROWS] if rows else names
+    return names + [LOGIT_ROWS] * rows + [LIVE_ROWS] * gqa
 
 
 def output_names(num_layers: int, gqa: bool = False) -> list[str]:
@@ -100,10 +109,11 @@ def trace(step: DecoderStep, budget: int, chunk: int, opset: int, path: Path,
             LOGIT_ROWS: {0: torch.export.Dim("n", min=1, max=max(chunk, 2))}}
     example = example_inputs(step, budget, chunk)
     module: torch.nn.Module = step.eval()
-    names = input_names(step.dims.num_layers, per_layer, rows, step.cached_rope)
+    names = input_names(step.dims.num_layers, per_layer, rows, step.cached_rope, step.gqa)
     if per_layer or rows:
         kv = tuple(example[2]) + tuple(example[3]) if per_layer else example[2:4]
         example = example[:2] + kv + example[4:] + ((torch.arange(chunk),) if rows else ())
+        example += (torch.tensor([budget]),) if step.gqa else ()
         module = FlatInputs(module, per_layer, rows)
         dynamic = {"args": tuple(axes.get(name) for name in names)}
     else:

@@ -47,6 +47,9 @@ class KVCache:
     mrope: MRopeSlots | None = None
     # Keys cached rotated (runtime/key_rotation.py): where each key sits, and each head's shift.
     rotation: KeyRotation | None = None
+    # Every slot ever written is below this row (a high-water mark; only `write` fills
+    # slots). Fused-attention bundles attend to rows [0, live_rows) only (manifest LIVE_ROWS).
+    live_rows: int = 0
     # Fused-attention bundles: the K/V arrays with scratch rows after the capacity, which
     # `keys`/`values` are views of (the graph writes the chunk there, in place). Not part of a
     # snapshot: the views carry the contents, the scratch rows nothing.
@@ -224,6 +227,7 @@ class KVCache:
         self.place[layer, head, slots] = NO_PLACE if place is None else place
         self.bias[layer, head, slots] = 0.0
         self.n_valid += len(positions)
+        self.live_rows = max(self.live_rows, int(slots.max()) + 1)
         self.last_pos = max(self.last_pos, int(positions.max()))
         if not in_order:
             self.rerank()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgekv.export.manifest import LM_HEAD, LOGIT_ROWS, POS_SHIFT, Manifest
+from edgekv.export.manifest import LIVE_ROWS, LM_HEAD, LOGIT_ROWS, POS_SHIFT, Manifest
 from edgekv.runtime.backends.base import StepOutput
 from edgekv.runtime.cache import KVCache
 
@@ -85,6 +85,7 @@ class OrtBackend:
         self._outputs: dict[tuple[int, int], StepOutput] = {}
         self._dims = manifest.dims
         self._rows = manifest.inputs.get(LOGIT_ROWS)  # None: the graph gives every row
+        self._live = manifest.inputs.get(LIVE_ROWS)  # None: the graph attends to every slot
         # Rotated-key bundles take the heads' position shifts where slot_pos would go.
         self._slot_pos = manifest.inputs.get("slot_pos") or manifest.inputs[POS_SHIFT]
         self._last_row = {c: np.array([c - 1], dtype=np.int64)
@@ -124,6 +125,8 @@ class OrtBackend:
             row_ids = self._last_row[c] if last_only else np.arange(c, dtype=np.int64)
             b.bind_cpu_input(self._rows, row_ids)
             rows = len(row_ids)
+        if self._live is not None:
+            b.bind_cpu_input(self._live, np.array([self.cache.live_rows], dtype=np.int64))
         out = self._output_buffers(c, rows)
         for key in ("logits", "new_keys", "new_values", "attn_mass"):
             buf = getattr(out, key)

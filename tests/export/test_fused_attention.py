@@ -1,6 +1,6 @@
 """`--attention gqa`: one GroupQueryAttention per layer gives the logits of the attention spelled
 out in standard ops, through prefill, evictions and every policy; the kernel writes the chunk
-into the cache's scratch rows in place."""
+into the cache's scratch rows in place, or right after the rows a filling cache holds."""
 
 import warnings
 
@@ -60,12 +60,29 @@ def test_the_chunk_lands_in_the_scratch_rows_in_place(tiny_bundle):
     keys_rows, value_rows = session.cache.buffers
     assert keys_rows.shape[2] == BUDGET + CHUNK
     assert np.shares_memory(session.cache.values, value_rows)
+    session.feed(np.arange(BUDGET) % 500)
+    assert session.cache.live_rows == BUDGET
     session.step(fused.embed(np.arange(5)))
     # the kernel wrote the chunk's values after the budget, into the buffer the runtime owns:
-    # the same values the session then stored in the chunk's slots
-    written = session.cache.values[:, :, :5]
+    # the same values the session then stored in the slots it evicted for them
+    layer, head, slot = np.nonzero(session.cache.orig_pos >= BUDGET)
+    written = session.cache.values[layer, head, slot].reshape(*keys_rows.shape[:2], 5, -1)
     assert np.abs(written).max() > 0
     assert np.array_equal(value_rows[:, :, BUDGET:BUDGET + 5], written)
+
+
+def test_a_filling_cache_is_attended_to_where_it_is_filled(tiny_bundle):
+    graph, fused = _pair(tiny_bundle)
+    session = Session.open(fused, policy="streaming")
+    want = Session.open(graph, policy="streaming")
+    session.cache.values[:, :, 13:] = np.nan  # rows never written: the kernel must not read them
+    for ids in (np.arange(8), np.arange(8, 13)):
+        logits, expected = (s.step(b.embed(ids)) for s, b in ((session, fused), (want, graph)))
+        assert np.abs(logits - expected).max() < 2e-4
+    assert session.cache.live_rows == 13
+    # the kernel put the chunk where the session then wrote it: right after the filled rows
+    assert np.isfinite(session.cache.values[:, :, :13]).all()
+    assert np.isnan(session.cache.values[:, :, 13:]).all()
 
 
 def test_a_layer_keeps_one_shift(tiny_bundle):
