@@ -24,6 +24,7 @@ from edgekv.runtime.mrope import MRopeSlots
 EMPTY = -1  # orig_pos of an empty slot
 TEXT, IMAGE = 0, 1  # modality codes
 NO_PLACE = -1  # `place` of a token that has no grid place (text)
+NO_DROP = np.iinfo(np.int64).max  # rank_drop of a head that evicted nothing
 
 
 @dataclass
@@ -47,6 +48,13 @@ class KVCache:
     mrope: MRopeSlots | None = None
     # Keys cached rotated (runtime/key_rotation.py): where each key sits, and each head's shift.
     rotation: KeyRotation | None = None
+    # What moved in the rank order since the key rotation was last aligned, when that is all
+    # one `evict_one` per head: [L, Hkv] the rank each head dropped (NO_DROP: none). None when
+    # unknown (several evictions, a rerank): the next alignment then scans the whole cache.
+    rank_drop: np.ndarray | None = field(default=None, repr=False)
+    # [L, Hkv]: the slot each head's last `evict_one` freed; -1 before any. A decode step's
+    # new token goes there without a scan for a free slot (checked, `free_slots`).
+    last_freed: np.ndarray | None = field(default=None, repr=False)
     # Every slot ever written is below this row (a high-water mark; only `write` fills
     # slots). Fused-attention bundles attend to rows [0, live_rows) only (manifest LIVE_ROWS).
     live_rows: int = 0
@@ -132,6 +140,7 @@ class KVCache:
             self._evict_one((layer, head, freed.argmax(-1)[layer, head]))
             return
         self.evictions += most
+        self.rank_drop = None
         self._drop_ranks(freed, most)
         self._clear(np.nonzero(freed))
         self.n_valid -= per_head
@@ -152,8 +161,15 @@ class KVCache:
         if not len(at[0]):
             return
         self.evictions += 1
-        gone = np.full(self.n_valid.shape, np.iinfo(np.int64).max)
+        gone = np.full(self.n_valid.shape, NO_DROP)
         gone[at[:2]] = self.rank[at]
+        if self.rank_drop is not None and np.all(self.rank_drop == NO_DROP):
+            self.rank_drop[...] = gone
+        else:  # a second drop before the rotation caught up with the first
+            self.rank_drop = None
+        if self.last_freed is None:
+            self.last_freed = np.full(self.n_valid.shape, -1, dtype=np.int64)
+        self.last_freed[at[:2]] = at[2]
         # subtracting the comparison: `where=` took twice as long (244 vs 117 us here)
         np.subtract(self.rank, self.rank > gone[..., None], out=self.rank)
         self._clear(at)
@@ -188,6 +204,13 @@ class KVCache:
                 f"{n} new tokens do not fit: {self.occupied()} of {self.budget} slots are "
                 "occupied (the policy must evict first)"
             )
+        if n == 1 and self.last_freed is not None and np.all(self.n_valid == self.budget - 1):
+            # One free slot per head: if the one evicted last is free and usable, it is that.
+            slot = self.last_freed
+            layer, head = np.indices(slot.shape, sparse=True)
+            if np.all((slot >= 0) & (slot < self.budget)) and np.all(
+                    self.orig_pos[layer, head, slot] == EMPTY):
+                return slot[..., None].copy()
         taken = self.valid[..., : self.budget]
         if n == 1:
             return np.argmin(taken, axis=-1)[..., None]
@@ -266,8 +289,20 @@ class KVCache:
             return self.keys[index]
         return self.rotation.unplace(self.keys[index], self.rotation.key_pos[index])
 
+    def align_keys(self, slot_pos: np.ndarray, chunk_end: int) -> np.ndarray:
+        """Rotated-key caches: turn the keys that must move (KeyRotation.align); returns the
+        graph's pos_shift."""
+        shift = self.rotation.align(self.keys, self.orig_pos, EMPTY, slot_pos, chunk_end,
+                                    self.rank_drop)
+        if self.rank_drop is None:
+            self.rank_drop = np.full(self.n_valid.shape, NO_DROP)
+        else:
+            self.rank_drop.fill(NO_DROP)
+        return shift
+
     def rerank(self) -> None:
         """Recompute every head's rank order from scratch (after out-of-order writes)."""
+        self.rank_drop = None
         key = np.where(self.valid, self.orig_pos, np.iinfo(np.int64).max)
         order = np.argsort(key, axis=-1, kind="stable")
         np.put_along_axis(self.rank, order, np.arange(self.capacity), axis=-1)

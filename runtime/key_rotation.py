@@ -82,19 +82,21 @@ class KeyRotation:
         """Where a key written now is rotated to: its slot position plus its head's shift."""
         return slot_pos + self.shift[layer, head]
 
-    def align(self, keys: np.ndarray, valid: np.ndarray, slot_pos: np.ndarray,
-              chunk_end: int) -> np.ndarray:
-        """Re-rotate what must move so every valid key sits at slot_pos + shift; the new shift
-        [L, Hkv] (pos_shift). `chunk_end`: one past the chunk's last position."""
+    def align(self, keys: np.ndarray, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
+              chunk_end: int, rank_drop: np.ndarray | None = None) -> np.ndarray:
+        """Re-rotate what must move so every valid key (orig_pos != empty) sits at slot_pos +
+        shift; the new shift [L, Hkv] (pos_shift). `chunk_end`: one past the chunk's last
+        position. `rank_drop` [L, Hkv]: the rank each head dropped since the last call, when
+        that is all that changed (KVCache.rank_drop); None: the whole cache is checked."""
         if not self.by_rank:
             return self.shift  # stream positions never move: keys stay where they were written
         # Each head follows its newest key: when older tokens are evicted, the recent ranks
         # all move by the same amount, and only the keys older than the gap turn.
         layer, head = np.indices(self.shift.shape, sparse=True)
         newest = self.newest
-        if not valid[layer, head, newest].all():  # the newest token itself was dropped
-            newest = np.argmax(np.where(valid, slot_pos, -1), axis=-1)
-        found = valid[layer, head, newest]
+        if not np.all(orig_pos[layer, head, newest] != empty):  # the newest token was dropped
+            newest = np.argmax(np.where(orig_pos != empty, slot_pos, -1), axis=-1)
+        found = orig_pos[layer, head, newest] != empty
         top = slot_pos[layer, head, newest]
         shift = self.key_pos[layer, head, newest] - top
         if self.per_layer:  # the largest shift of the layer's heads (a streaming policy
@@ -103,17 +105,32 @@ class KeyRotation:
             top, found = top.max(-1, keepdims=True), found.any(-1, keepdims=True)
         over = shift + np.maximum(top + 1, chunk_end) > self.limit
         shift = np.broadcast_to(np.where(over | ~found, 0, shift), self.shift.shape)
-        mismatch = np.not_equal(self.key_pos - slot_pos, shift[..., None])
-        # flat indices: a 3-D nonzero over the whole cache cost twice as much
-        flat = np.flatnonzero(np.logical_and(mismatch, valid, out=mismatch))
+        flat = self._off_place(orig_pos, empty, slot_pos, shift, rank_drop)
         if flat.size:
-            at = np.unravel_index(flat, mismatch.shape)
+            at = np.unravel_index(flat, orig_pos.shape)
             delta = slot_pos[at] + shift[at[:2]] - self.key_pos[at]
             keys[at] = self.turn(keys[at], delta)
             self.key_pos[at] += delta
             self.rotated += len(at[0])
         self.shift[...] = shift
         return self.shift
+
+    def _off_place(self, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
+                   shift: np.ndarray, rank_drop: np.ndarray | None) -> np.ndarray:
+        """Flat indices of the valid keys not at slot_pos + shift."""
+        if rank_drop is not None:
+            none = np.iinfo(np.int64).max
+            if np.all(rank_drop == none) and np.array_equal(shift, self.shift):
+                return np.empty(0, dtype=np.intp)  # no rank moved, nor the shift
+            if np.all(rank_drop != none) and np.array_equal(shift, self.shift + 1):
+                # Every head dropped one rank: the keys above it moved down with the shift,
+                # the ones below it (the sinks) stayed and turn. One pass over the ranks;
+                # checking every key cost 3x the memory traffic, on caches cold from the graph.
+                below = np.flatnonzero(slot_pos < rank_drop[..., None])
+                return below[orig_pos.reshape(-1)[below] != empty]  # empty slots rank 0
+        mismatch = np.not_equal(self.key_pos - slot_pos, shift[..., None])
+        # flat indices: a 3-D nonzero over the whole cache cost twice as much
+        return np.flatnonzero(np.logical_and(mismatch, orig_pos != empty, out=mismatch))
 
 
 def attach(cache: Any, manifest: Any, position_mode: str) -> None:

@@ -34,13 +34,13 @@ class Snapshot:
     def restore(self, session: Any) -> None:
         for name, saved in self.cache.items():
             current = getattr(session.cache, name)
-            if isinstance(current, np.ndarray):
+            if isinstance(current, np.ndarray) and isinstance(saved, np.ndarray):
                 np.copyto(current, saved)
             elif dataclasses.is_dataclass(current):  # M-RoPE slots, key rotation: arrays inside
                 for f in dataclasses.fields(current):
                     np.copyto(getattr(current, f.name), getattr(saved, f.name))
-            else:
-                setattr(session.cache, name, saved)
+            else:  # plain values, and arrays that are None on one side (nothing binds them)
+                setattr(session.cache, name, copy.deepcopy(saved))
         session.policy = copy.deepcopy(self.policy)
         for name, value in self.session.items():
             setattr(session, name, copy.deepcopy(value))

@@ -152,3 +152,38 @@ def test_snapshot_restores_the_rotation(pair):
     saved.restore(session)
     assert np.array_equal(session.step(cached.embed(np.array([9]))), before)
 
+
+
+def test_a_streaming_step_turns_what_a_full_scan_turns(pair):
+    """The alignment that knows which rank each head dropped (KVCache.rank_drop) turns the
+    same keys to the same places as a scan of the whole cache."""
+    _, cached = pair
+    ids = (np.arange(90) * 7 + 3) % 500
+    sessions = [Session.open(cached, policy="streaming") for _ in range(2)]
+    for s in sessions:
+        s.feed(ids[:BUDGET])
+    for i in range(BUDGET, 90):
+        for scan, s in enumerate(sessions):
+            if scan:
+                s.cache.rank_drop = None  # forget what moved: align checks every key
+            s.step(cached.embed(ids[i:i + 1]))
+    known, scanned = (s.cache for s in sessions)
+    assert known.evictions == scanned.evictions > 30
+    assert known.rotation.rotated == scanned.rotation.rotated > 0
+    assert np.array_equal(known.rotation.key_pos, scanned.rotation.key_pos)
+    assert np.array_equal(known.keys, scanned.keys)
+
+
+def test_a_decode_step_takes_the_slot_it_freed(pair):
+    _, cached = pair
+    session = Session.open(cached, policy="streaming")
+    session.feed((np.arange(BUDGET + 1) * 7 + 3) % 500)
+    cache = session.cache
+    freed = cache.last_freed.copy()
+    assert np.all(np.take_along_axis(cache.orig_pos, freed[..., None], -1) >= 0)  # refilled
+    session.policy.make_room(cache, 1)
+    slots = cache.free_slots(1)[..., 0]
+    assert not np.array_equal(slots, freed)  # a new eviction, elsewhere
+    assert np.array_equal(slots, cache.last_freed)
+    # the slot the scan finds: each head's only free one
+    assert np.array_equal(slots, np.argmin(cache.valid[..., :BUDGET], axis=-1))
