@@ -71,6 +71,9 @@ class ExportOptions:
     int4_compute: str = "int8"  # int4 bundles: MatMulNBits with int8 activations, or "fp32"
     attention: str = "graph"  # "gqa": one GroupQueryAttention per layer (ort, keys cached rotated)
     attn_mass: bool = True  # False: no attention mass (streaming, window and full never read it)
+    # ort, tied embeddings: ONNX Runtime packs its own copy of the lm_head (faster GEMV) instead
+    # of reading embed.bin's pages through a graph input
+    packed_lm_head: bool = False
 
     @property
     def rope_table(self) -> int:
@@ -113,6 +116,8 @@ class ExportOptions:
                 "--attention gqa is ONNX Runtime's GroupQueryAttention over keys cached rotated: "
                 "use it with --target ort --key-rope cached"
             )
+        if self.packed_lm_head and self.target != "ort":
+            raise EdgeKVError("--packed-lm-head is ONNX Runtime's weight packing: use --target ort")
         if self.frames_per_call < 1:
             raise EdgeKVError("--frames-per-call must be at least 1")
         if self.chunk < 1 or self.budget < 1:
@@ -222,6 +227,7 @@ def export_model(
         # ONNX Runtime targets take the cache per layer (zero-copy views) and a `logit_rows`
         # input; TensorRT bundles keep the original contract (what its backends bind).
         per_layer = options.target == "ort"
+        lm_head_input = per_layer and not options.packed_lm_head
         proto = onnx_graph.trace(step, options.budget, options.chunk, options.opset, tmp,
                                  per_layer, rows=per_layer)
         quantized = options.dtype == "int4"
@@ -238,7 +244,7 @@ def export_model(
         # The tied lm_head reads embed.bin's pages, unless it is int8 (export/quantize.py).
         shared = dims.tie_word_embeddings and not int8_head
         onnx_graph.save_with_shared_embedding(proto, embedding, shared, tmp,
-                                              lm_head_input=per_layer)
+                                              lm_head_input=lm_head_input)
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
         manifest = Manifest(
             model=label,
@@ -250,7 +256,7 @@ def export_model(
             position_mode=options.position_mode,
             embedding=EmbeddingTable(onnx_graph.EMBED_FILE, str(embedding.dtype),
                                      list(embedding.shape), shared_with_lm_head=shared,
-                                     lm_head_input=shared and per_layer),
+                                     lm_head_input=shared and lm_head_input),
             tokenizer=tokenizer_info(tokenizer, model),
             graphs={"decoder": "decoder.onnx"},
             inputs={n: n for n in onnx_graph.graph_inputs(step.cached_rope)

@@ -44,7 +44,8 @@ class Bundle:
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Token ids [n] -> embeddings [1, n, H] in the graph's dtype."""
         ids = np.asarray(ids, dtype=np.int64)
-        if self.manifest.embedding.shared_with_lm_head or not hasattr(os, "preadv"):
+        table = self.manifest.embedding
+        if (table.shared_with_lm_head and table.lm_head_input) or not hasattr(os, "preadv"):
             # the lm_head reads every page of it anyway (and Windows has no preadv)
             rows = self.embedding[ids]
         else:

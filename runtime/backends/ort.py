@@ -41,17 +41,16 @@ class OrtBackend:
         if threads:
             opts.intra_op_num_threads = threads
         table = manifest.embedding
-        if table.shared_with_lm_head:
-            # The memory-mapped embedding is lm_head's weight too, so the matrix exists once in
-            # memory (token lookup reads the same pages). Bound as an input where the graph
-            # takes it as one: as an initializer ONNX Runtime prepacks a copy (+216 MiB).
+        # A tied lm_head listed as a graph input: the memory-mapped embedding is its weight,
+        # so the matrix exists once in memory (token lookup reads the same pages). Bound as an
+        # input, it is not a constant, so ONNX Runtime does not prepack a copy. Otherwise
+        # (`--packed-lm-head`) ONNX Runtime loads it from embed.bin and packs its own.
+        self._shared = None
+        if table.shared_with_lm_head and table.lm_head_input:
             self._shared = ort.OrtValue.ortvalue_from_numpy(embedding)
-            if table.lm_head_input:
-                # ORT warns at every open that an initializer listed as an input is not a
-                # constant; that is the point here, so only errors are logged.
-                opts.log_severity_level = 3
-            else:
-                opts.add_initializer(LM_HEAD, self._shared)
+            # ORT warns at every open that an initializer listed as an input is not a
+            # constant; that is the point here, so only errors are logged.
+            opts.log_severity_level = 3
         self.session = ort.InferenceSession(
             str(bundle_dir / manifest.graphs["decoder"]),
             sess_options=opts,
@@ -80,7 +79,7 @@ class OrtBackend:
                 for name, layer in zip(manifest.present_names(which), array, strict=True):
                     self.binding.bind_output(name, "cpu", 0, layer.dtype, [1, *layer.shape],
                                              layer.ctypes.data)
-        if table.shared_with_lm_head and table.lm_head_input:
+        if self._shared is not None:
             self.binding.bind_ortvalue_input(LM_HEAD, self._shared)
         self._outputs: dict[tuple[int, int], StepOutput] = {}
         self._dims = manifest.dims

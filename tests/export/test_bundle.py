@@ -141,3 +141,30 @@ def test_embedding_lookup_reads_the_shared_table(tiny_bundle, tiny_model_dir):
     ids = np.array([3, 17, 200])
     expected = model.get_input_embeddings().weight.detach().numpy()[ids]
     np.testing.assert_array_equal(bundle.embed(ids)[0], expected)
+
+
+def test_a_packed_lm_head_is_a_constant_onnx_runtime_packs(tiny_bundle):
+    from edgekv.runtime.session import Session
+
+    shared, packed = tiny_bundle("llama"), tiny_bundle("llama", packed_lm_head=True)
+    m = load_manifest(packed)
+    assert m.embedding.shared_with_lm_head and not m.embedding.lm_head_input
+    model = onnx.load(str(packed / "decoder.onnx"), load_external_data=False)
+    assert "lm_head.weight" not in [i.name for i in model.graph.input]
+    lm_head = next(t for t in model.graph.initializer if t.name == "lm_head.weight")
+    assert {e.key: e.value for e in lm_head.external_data}["location"] == "embed.bin"
+    bundle = Bundle.open(packed)
+    session = Session.open(bundle, backend="ort")
+    assert session.backend.session.get_overridable_initializers() == []
+    ids = np.arange(20) * 3 % 500
+    want = Session.open(Bundle.open(shared), backend="ort").feed(ids)
+    assert np.abs(session.feed(ids) - want).max() < 1e-4
+    assert bundle._table_fd is not None  # token rows read from the file, not the map
+
+
+def test_a_packed_lm_head_needs_onnx_runtime():
+    from edgekv.export.exporter import ExportOptions
+    from edgekv.runtime.errors import EdgeKVError
+
+    with pytest.raises(EdgeKVError, match="--packed-lm-head"):
+        ExportOptions(target="tensorrt", dtype="fp16", packed_lm_head=True).check()
