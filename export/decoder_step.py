@@ -317,8 +317,7 @@ class DecoderStep(nn.Module):
         (T = budget + c: slot_bias, then zeros for the chunk), layer_pos [1, c]: the chunk's
         rotary positions (one shift per layer), lengths: (seqlens_k, total). Returns the
         attention output [c, Hq*D], the packed q, k, v it read [c, (Hq + 2 Hkv) D] (keys before
-        RoPE), the
-        present K/V and its attn_mass [Hkv, T] (None when the step computes none)."""
+        RoPE), the present K/V and its attn_mass [Hkv, T] (None when the step computes none)."""
         dims = self.dims
         n_kv, group, d = dims.num_kv_heads, dims.group_size, dims.head_dim
         c, width, nq = qkv.shape[0], bias.shape[-1], layer.q_size

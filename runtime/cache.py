@@ -18,13 +18,12 @@ import numpy as np
 
 from edgekv.export.manifest import EMPTY_SLOT_BIAS
 from edgekv.runtime.errors import BudgetError
-from edgekv.runtime.key_rotation import KeyRotation
+from edgekv.runtime.key_rotation import NO_DROP, KeyRotation
 from edgekv.runtime.mrope import MRopeSlots
 
 EMPTY = -1  # orig_pos of an empty slot
 TEXT, IMAGE = 0, 1  # modality codes
 NO_PLACE = -1  # `place` of a token that has no grid place (text)
-NO_DROP = np.iinfo(np.int64).max  # rank_drop of a head that evicted nothing
 
 
 @dataclass

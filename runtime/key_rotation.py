@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+NO_DROP = np.iinfo(np.int64).max  # KVCache.rank_drop of a head that evicted nothing
+
 
 @dataclass
 class KeyRotation:
@@ -119,10 +121,9 @@ class KeyRotation:
                    shift: np.ndarray, rank_drop: np.ndarray | None) -> np.ndarray:
         """Flat indices of the valid keys not at slot_pos + shift."""
         if rank_drop is not None:
-            none = np.iinfo(np.int64).max
-            if np.all(rank_drop == none) and np.array_equal(shift, self.shift):
+            if np.all(rank_drop == NO_DROP) and np.array_equal(shift, self.shift):
                 return np.empty(0, dtype=np.intp)  # no rank moved, nor the shift
-            if np.all(rank_drop != none) and np.array_equal(shift, self.shift + 1):
+            if np.all(rank_drop != NO_DROP) and np.array_equal(shift, self.shift + 1):
                 # Every head dropped one rank: the keys above it moved down with the shift,
                 # the ones below it (the sinks) stayed and turn. One pass over the ranks;
                 # checking every key cost 3x the memory traffic, on caches cold from the graph.
