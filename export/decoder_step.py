@@ -192,7 +192,13 @@ class DecoderStep(nn.Module):
             # of bias) at budget 2048.
             padded = torch.cat([slot_bias[..., :live],
                                 slot_bias.new_zeros(*slot_bias.shape[:2], c)], -1)
-            padded = padded[:, :, None, None]  # [L, Hkv, 1, 1, budget + c]
+            if self.attn_mass:
+                padded = padded[:, :, None, None]  # [L, Hkv, 1, 1, live + c]
+            else:
+                # Without the mass, the bundle serves policies that keep the same slots in
+                # every head of every layer (Policy.same_slots): one bias row for all of them,
+                # which the kernel broadcasts over the heads. No expansion per layer.
+                padded = padded[0, 0].expand(c, -1)[None, None]  # [1, 1, c, live + c]
             kv_rows: list[torch.Tensor] = []
         elif self.cached_rope:  # fused attention rotates its own chunk (_fused_attention)
             past_rotated = past_keys
@@ -239,7 +245,8 @@ class DecoderStep(nn.Module):
             qkv, nq, nkv = layer.qkv_proj(h), layer.q_size, layer.kv_size
             if self.gqa:
                 out, kv, present_k, present_v, mass = self._fused_attention(
-                    layer, qkv, past_keys[i], past_values[i], padded[i], weight,
+                    layer, qkv, past_keys[i], past_values[i],
+                    padded[i] if self.attn_mass else padded, weight,
                     layer_pos[i:i + 1], lengths)
                 kv_rows.append(kv)
                 presents[0].append(present_k)
@@ -314,7 +321,8 @@ class DecoderStep(nn.Module):
                          ) -> tuple[torch.Tensor, ...]:
         """A layer's attention as one `edgekv::gqa` op. qkv [c, (Hq + 2 Hkv) * D] as projected,
         past K/V [1, Hkv, rows, D] (or [Hkv, rows, D]; rows >= budget), bias [Hkv, 1, 1, T]
-        (T = budget + c: slot_bias, then zeros for the chunk), layer_pos [1, c]: the chunk's
+        or, shared by every head, [1, 1, c, T] (T = live rows + c: slot_bias, then zeros for
+        the chunk), layer_pos [1, c]: the chunk's
         rotary positions (one shift per layer), lengths: (seqlens_k, total). Returns the
         attention output [c, Hq*D], the packed q, k, v it read [c, (Hq + 2 Hkv) D] (keys before
         RoPE), the present K/V and its attn_mass [Hkv, T] (None when the step computes none)."""
@@ -325,7 +333,8 @@ class DecoderStep(nn.Module):
             q = layer.q_norm(qkv[:, :nq].reshape(c, -1, d)).reshape(c, nq)
             k = layer.k_norm(qkv[:, nq:nq + layer.kv_size].reshape(c, n_kv, d))
             qkv = torch.cat([q, k.reshape(c, -1), qkv[:, nq + layer.kv_size:]], -1)
-        bias = bias.expand(n_kv, group, c, width).reshape(1, n_kv * group, c, width)
+        if self.attn_mass:  # one row per KV head: to each of its query heads
+            bias = bias.expand(n_kv, group, c, width).reshape(1, n_kv * group, c, width)
         if past_k.dim() == 3:  # the eager oracle's cache views; exported graphs take [1, ...]
             past_k, past_v = past_k.unsqueeze(0), past_v.unsqueeze(0)
         out, present_k, present_v, probs = gqa_op.gqa(

@@ -75,10 +75,12 @@ class Session:
                 "can be lowered at run time, not raised (re-export with a larger --budget)"
             )
         policy.check_budget(budget, m.chunk)
-        if policy.reads_mass and not m.attn_mass:
+        if not m.attn_mass and (policy.reads_mass or not policy.same_slots):
+            why = ("scores slots by attention" if policy.reads_mass
+                   else "keeps different slots in different heads")
             raise BundleError(
-                f"policy {policy.name!r} scores slots by attention, and this bundle was exported "
-                "with --no-attn-mass; use streaming, window or full, or re-export without it")
+                f"policy {policy.name!r} {why}, and this bundle was exported with "
+                "--no-attn-mass; use streaming, window or full, or re-export without it")
         d = m.dims
         cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim,
                                  bundle.kv_dtype, budget=budget,

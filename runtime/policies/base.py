@@ -49,6 +49,10 @@ class Policy:
     oldest_first: ClassVar[bool] = False
     # Reads attn_mass (scores slots by attention): a bundle exported without it is refused.
     reads_mass: ClassVar[bool] = True
+    # Keeps the same slots, with the same bias, in every head of every layer (no per-head
+    # choice, no merges). Bundles without the attention mass take one slot bias for all heads
+    # (export/decoder_step.py) and refuse other policies.
+    same_slots: ClassVar[bool] = False
 
     def min_budget(self, chunk: int) -> int:
         """The smallest budget that holds this policy's fixed parts plus one chunk."""

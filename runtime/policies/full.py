@@ -14,6 +14,7 @@ class Full(Policy):
     summary: ClassVar[str] = "keep every token; error when the budget is full"
     oldest_first: ClassVar[bool] = True
     reads_mass: ClassVar[bool] = False
+    same_slots: ClassVar[bool] = True
 
     def make_room(self, cache: KVCache, n: int) -> None:
         if cache.free_count().min() < n:

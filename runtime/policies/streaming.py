@@ -18,6 +18,7 @@ class Streaming(Policy):
     summary: ClassVar[str] = "attention sinks + most recent tokens (StreamingLLM)"
     oldest_first: ClassVar[bool] = True
     reads_mass: ClassVar[bool] = False
+    same_slots: ClassVar[bool] = True
     sinks: int = 4
 
     def min_budget(self, chunk: int) -> int:

@@ -13,6 +13,7 @@ class Window(Policy):
     summary: ClassVar[str] = "most recent tokens only"
     oldest_first: ClassVar[bool] = True
     reads_mass: ClassVar[bool] = False
+    same_slots: ClassVar[bool] = True
 
     def make_room(self, cache: KVCache, n: int) -> None:
         evict_oldest(cache, n)

@@ -163,3 +163,32 @@ def test_the_memory_plan_counts_the_scratch_rows(tiny_bundle):
     assert with_rows.kv_cache == kv_bytes(m.dims, BUDGET + CHUNK, m.dtype)
     session = Session.open(fused, policy="streaming")
     assert sum(b.nbytes for b in session.cache.buffers) == with_rows.kv_cache
+
+
+def test_one_slot_bias_serves_every_head_without_the_mass(tiny_bundle):
+    """A gqa bundle without the mass reads one bias row for all heads: the policies it runs
+    keep the same slots everywhere (a protected prompt too); any other policy is refused."""
+    from dataclasses import dataclass
+
+    from edgekv.runtime.policies.base import Policy
+
+    kw = {"budget": BUDGET, "chunk": CHUNK, "key_rope": "cached", "attention": "gqa"}
+    with_mass = Bundle.open(tiny_bundle("llama", **kw))
+    without = Bundle.open(tiny_bundle("llama", attn_mass=False, **kw))
+    ids = (np.arange(90) * 11 + 5) % 500
+    runs = []
+    for bundle in (with_mass, without):
+        session = Session.open(bundle, policy="streaming")
+        session.feed(ids[:6], protected=True)  # held in every head: the same slots still
+        runs.append([session.step(bundle.embed(ids[i:i + 1])).copy() for i in range(6, 90)])
+        assert session.cache.evictions > 30
+    for w, g in zip(*runs, strict=True):
+        assert np.abs(w - g).max() < 1e-5
+
+    @dataclass
+    class PerHead(Policy):  # never reads the mass, but could choose per head
+        name = "per-head"
+        reads_mass = False
+
+    with pytest.raises(EdgeKVError, match="different slots in different heads"):
+        Session.open(without, policy=PerHead())
