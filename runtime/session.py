@@ -75,7 +75,9 @@ class Session:
                 "can be lowered at run time, not raised (re-export with a larger --budget)"
             )
         policy.check_budget(budget, m.chunk)
-        if not m.attn_mass and (policy.reads_mass or not policy.same_slots):
+        # gqa bundles without the mass read one slot bias for every head (Policy.same_slots)
+        shared_bias = m.attention == "gqa" and not policy.same_slots
+        if not m.attn_mass and (policy.reads_mass or shared_bias):
             why = ("scores slots by attention" if policy.reads_mass
                    else "keeps different slots in different heads")
             raise BundleError(

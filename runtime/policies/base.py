@@ -50,8 +50,8 @@ class Policy:
     # Reads attn_mass (scores slots by attention): a bundle exported without it is refused.
     reads_mass: ClassVar[bool] = True
     # Keeps the same slots, with the same bias, in every head of every layer (no per-head
-    # choice, no merges). Bundles without the attention mass take one slot bias for all heads
-    # (export/decoder_step.py) and refuse other policies.
+    # choice, no merges). gqa bundles without the attention mass take one slot bias for all
+    # heads (export/decoder_step.py) and refuse other policies.
     same_slots: ClassVar[bool] = False
 
     def min_budget(self, chunk: int) -> int:

@@ -192,3 +192,6 @@ def test_one_slot_bias_serves_every_head_without_the_mass(tiny_bundle):
 
     with pytest.raises(EdgeKVError, match="different slots in different heads"):
         Session.open(without, policy=PerHead())
+    # graph attention keeps a bias per head, with or without the mass
+    graph = Bundle.open(tiny_bundle("llama", budget=BUDGET, chunk=CHUNK, attn_mass=False))
+    assert Session.open(graph, policy=PerHead()).policy.name == "per-head"
