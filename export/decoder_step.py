@@ -190,15 +190,16 @@ class DecoderStep(nn.Module):
             # Expanded per layer, where the kernel reads it while it is in cache: expanded
             # for all layers at once, a 64-token chunk's attention took 6 ms more (and 146 MB
             # of bias) at budget 2048.
-            padded = torch.cat([slot_bias[..., :live],
-                                slot_bias.new_zeros(*slot_bias.shape[:2], c)], -1)
             if self.attn_mass:
+                padded = torch.cat([slot_bias[..., :live],
+                                    slot_bias.new_zeros(*slot_bias.shape[:2], c)], -1)
                 padded = padded[:, :, None, None]  # [L, Hkv, 1, 1, live + c]
             else:
                 # Without the mass, the bundle serves policies that keep the same slots in
                 # every head of every layer (Policy.same_slots): one bias row for all of them,
                 # which the kernel broadcasts over the heads. No expansion per layer.
-                padded = padded[0, 0].expand(c, -1)[None, None]  # [1, 1, c, live + c]
+                row = torch.cat([slot_bias[0, 0, :live], slot_bias.new_zeros(c)])
+                padded = row.expand(c, -1)[None, None]  # [1, 1, c, live + c]
             kv_rows: list[torch.Tensor] = []
         elif self.cached_rope:  # fused attention rotates its own chunk (_fused_attention)
             past_rotated = past_keys
