@@ -76,8 +76,8 @@ class Session:
             )
         policy.check_budget(budget, m.chunk)
         # gqa bundles without the mass read one slot bias for every head (Policy.same_slots)
-        shared_bias = m.attention == "gqa" and not policy.same_slots
-        if not m.attn_mass and (policy.reads_mass or shared_bias):
+        needs_head_bias = m.attention == "gqa" and not policy.same_slots
+        if not m.attn_mass and (policy.reads_mass or needs_head_bias):
             why = ("scores slots by attention" if policy.reads_mass
                    else "keeps different slots in different heads")
             raise BundleError(
