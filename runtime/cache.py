@@ -12,6 +12,7 @@ to date incrementally: a decode step at budget 2048 must not pay for a sort of e
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +41,9 @@ class KVCache:
     budget: int  # usable slots: slots at index >= budget stay empty (experiments, lower budget)
     evictions: int = 0  # tokens evicted so far (counted in the fullest head)
     last_pos: int = EMPTY  # largest stream position ever written
-    rank: np.ndarray = field(default=None, repr=False)  # order of orig_pos per head, 0 if empty
+    # Order of orig_pos per head, 0 if empty. int32: a decode step rewrites it whole, and
+    # that costs 60% of the int64 pass (163 vs 276 us at budget 2048, caches cold).
+    rank: np.ndarray = field(default=None, repr=False)
     bias: np.ndarray = field(default=None, repr=False)  # slot_bias: log(count) or EMPTY_SLOT_BIAS
     n_valid: np.ndarray = field(default=None, repr=False)  # [L, Hkv] occupied slots
     # M-RoPE bundles (Qwen2-VL): the 3 position components of each slot (runtime/mrope.py).
@@ -95,7 +98,7 @@ class KVCache:
             group=np.zeros(meta, dtype=np.int32),
             place=np.full(meta, NO_PLACE, dtype=np.int32),
             budget=budget,
-            rank=np.zeros(meta, dtype=np.int64),
+            rank=np.zeros(meta, dtype=np.int32),
             bias=np.full(meta, EMPTY_SLOT_BIAS, dtype=np.float32),
             n_valid=np.zeros(meta[:2], dtype=np.int64),
             mrope=MRopeSlots.allocate(meta) if mrope else None,
@@ -105,6 +108,12 @@ class KVCache:
     @property
     def capacity(self) -> int:
         return self.orig_pos.shape[-1]
+
+    @functools.cached_property
+    def heads(self) -> tuple[np.ndarray, np.ndarray]:
+        """(layer [L, 1], head [1, Hkv]): with a slot per head [L, Hkv], a fancy index of
+        one slot in every head (made once: a decode step indexes so a dozen times)."""
+        return np.indices(self.n_valid.shape, sparse=True)
 
     @property
     def valid(self) -> np.ndarray:
@@ -124,6 +133,23 @@ class KVCache:
         arrays = (*kv, self.orig_pos, self.count, self.score, self.protected,
                   self.modality, self.group, self.place, self.rank, self.bias, self.n_valid)
         return sum(a.nbytes for a in arrays)
+
+    def slot_of_rank(self, rank: int) -> np.ndarray:
+        """[L, Hkv]: the slot holding `rank` in each head (0 where a head has no such token)."""
+        if self.last_freed is not None:
+            # Decoding oldest-first fills the slot it freed, so the slots past the oldest kept
+            # ones form a ring: the token now at `rank` is usually in the slot after the one
+            # freed last (past the budget: back to `rank`, where a ring filled in order starts).
+            # Checked; a scan of the whole cache (a pass over every rank) otherwise.
+            guess = self.last_freed + 1
+            guess[guess >= self.budget] = rank
+            at = (*self.heads, guess)
+            if np.all(self.rank[at] == rank) and np.all(self.orig_pos[at] != EMPTY):
+                return guess
+        target = self.rank == rank
+        if rank == 0:  # empty slots have rank 0 too
+            target &= self.valid
+        return target.argmax(-1)
 
     def evict(self, mask: np.ndarray) -> None:
         """Free the slots where `mask` ([L, Hkv, capacity]) is true. Protected slots refuse."""
@@ -148,7 +174,7 @@ class KVCache:
         """Free slot[l, h] ([L, Hkv]) in every head where `heads` is true: one valid slot per
         head, known to the caller (a decode step of an oldest-first policy), so no scan of the
         whole cache finds it. Protected slots refuse."""
-        layer, head = np.nonzero(heads)
+        layer, head = self.heads if heads.all() else np.nonzero(heads)
         at = (layer, head, slot[layer, head])
         if np.any(self.protected[at]):
             raise BudgetError("a policy tried to evict a protected slot")
@@ -157,10 +183,10 @@ class KVCache:
         self._evict_one(at)
 
     def _evict_one(self, at: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        if not len(at[0]):
+        if not at[0].size:
             return
         self.evictions += 1
-        gone = np.full(self.n_valid.shape, NO_DROP)
+        gone = np.full(self.n_valid.shape, NO_DROP, dtype=self.rank.dtype)
         gone[at[:2]] = self.rank[at]
         if self.rank_drop is not None and np.all(self.rank_drop == NO_DROP):
             self.rank_drop[...] = gone
@@ -186,7 +212,7 @@ class KVCache:
     def _drop_ranks(self, freed: np.ndarray, most: int) -> None:
         """Close the gaps the freed slots (`most` > 1 in some head) leave in the rank order."""
         if most <= 8:  # a few tokens per step: compare against each
-            freed_rank = np.where(freed, self.rank, np.iinfo(np.int64).max)
+            freed_rank = np.where(freed, self.rank, np.iinfo(self.rank.dtype).max)
             smallest = np.partition(freed_rank, most - 1, axis=-1)[..., :most]
             below = (smallest[..., None, :] < self.rank[..., :, None]).sum(-1)
         else:
@@ -198,17 +224,17 @@ class KVCache:
 
     def free_slots(self, n: int) -> np.ndarray:
         """`n` free slots below the budget in every (layer, head): [L, Hkv, n]."""
-        if self.free_count().min() < n:
+        fullest, emptiest = self.n_valid.max(), self.n_valid.min()
+        if self.budget - fullest < n:
             raise BudgetError(
-                f"{n} new tokens do not fit: {self.occupied()} of {self.budget} slots are "
+                f"{n} new tokens do not fit: {fullest} of {self.budget} slots are "
                 "occupied (the policy must evict first)"
             )
-        if n == 1 and self.last_freed is not None and np.all(self.n_valid == self.budget - 1):
+        if n == 1 and self.last_freed is not None and emptiest == self.budget - 1:
             # One free slot per head: if the one evicted last is free and usable, it is that.
             slot = self.last_freed
-            layer, head = np.indices(slot.shape, sparse=True)
-            if np.all((slot >= 0) & (slot < self.budget)) and np.all(
-                    self.orig_pos[layer, head, slot] == EMPTY):
+            if 0 <= slot.min() and slot.max() < self.budget and np.all(
+                    self.orig_pos[(*self.heads, slot)] == EMPTY):
                 return slot[..., None].copy()
         taken = self.valid[..., : self.budget]
         if n == 1:
@@ -229,14 +255,26 @@ class KVCache:
         group: int = 0,
         protected: bool | np.ndarray = False,
         place: np.ndarray | None = None,
+        rotated: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
     ) -> None:
-        """Store a chunk's K/V ([L, Hkv, c, D]) at `slots` ([L, Hkv, c])."""
-        layer = np.arange(slots.shape[0])[:, None, None]
-        head = np.arange(slots.shape[1])[None, :, None]
+        """Store a chunk's K/V ([L, Hkv, c, D]) at `slots` ([L, Hkv, c]).
+
+        `rotated`: the chunk's keys as the graph already rotated them, and the positions
+        [L, c] it rotated them to (StepOutput.rotated_keys); rotated-key caches store those
+        where the positions are the ones wanted, instead of rotating `new_keys` again.
+        """
+        layer, head = self.heads[0][..., None], self.heads[1][..., None]
         positions = np.asarray(positions, dtype=np.int64)
-        in_order = positions.min() > self.last_pos and bool(np.all(np.diff(positions) > 0))
+        c = len(positions)
+        # One token (decode) without reductions: each numpy call here costs ~10 us on caches
+        # cold from the graph, and a decode step writes a dozen arrays.
+        first, last_pos = (int(positions[0]),) * 2 if c == 1 else (positions.min(),
+                                                                  int(positions.max()))
+        in_order = first > self.last_pos and (c == 1 or bool(np.all(np.diff(positions) > 0)))
+        new_rank = None
         if in_order:  # stream order: the chunk ranks after everything already cached
-            self.rank[layer, head, slots] = self.n_valid[..., None] + np.arange(len(positions))
+            new_rank = self.n_valid[..., None] + (0 if c == 1 else np.arange(c))
+            self.rank[layer, head, slots] = new_rank
         if self.rotation is None:
             self.keys[layer, head, slots] = new_keys
         self.values[layer, head, slots] = new_values
@@ -248,18 +286,28 @@ class KVCache:
         self.group[layer, head, slots] = group
         self.place[layer, head, slots] = NO_PLACE if place is None else place
         self.bias[layer, head, slots] = 0.0
-        self.n_valid += len(positions)
+        self.n_valid += c
         self.live_rows = max(self.live_rows, int(slots.max()) + 1)
-        self.last_pos = max(self.last_pos, int(positions.max()))
+        self.last_pos = max(self.last_pos, last_pos)
         if not in_order:
             self.rerank()
         if self.rotation is not None:  # rotated to where the next call will want them
-            at = self.rank[layer, head, slots] if self.rotation.by_rank else positions
+            if not self.rotation.by_rank:
+                at = positions
+            else:
+                at = new_rank if in_order else self.rank[layer, head, slots]
             pos = self.rotation.write_pos(at, layer, head)
-            self.keys[layer, head, slots] = self.rotation.place(new_keys, pos)
+            done, done_pos = rotated
+            if done is None or not np.array_equal(pos, np.broadcast_to(done_pos[:, None],
+                                                                       pos.shape)):
+                done = self.rotation.place(new_keys, pos)
+            self.keys[layer, head, slots] = done
             self.rotation.key_pos[layer, head, slots] = pos
-            last = np.argmax(self.rank[layer, head, slots], axis=-1)[..., None]
-            self.rotation.newest[...] = np.take_along_axis(slots, last, -1)[..., 0]
+            if c == 1:
+                self.rotation.newest[...] = slots[..., 0]
+            else:
+                last = np.argmax(self.rank[layer, head, slots], axis=-1)[..., None]
+                self.rotation.newest[...] = np.take_along_axis(slots, last, -1)[..., 0]
 
     def merge_into(self, target: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray,
                    where: np.ndarray | None = None) -> None:
@@ -294,7 +342,7 @@ class KVCache:
         shift = self.rotation.align(self.keys, self.orig_pos, EMPTY, slot_pos, chunk_end,
                                     self.rank_drop)
         if self.rank_drop is None:
-            self.rank_drop = np.full(self.n_valid.shape, NO_DROP)
+            self.rank_drop = np.full(self.n_valid.shape, NO_DROP, dtype=self.rank.dtype)
         else:
             self.rank_drop.fill(NO_DROP)
         return shift
@@ -319,7 +367,9 @@ class KVCache:
         if position_mode == "cache":
             start = int(self.n_valid.max())
             chunk_pos = np.arange(start, start + len(positions), dtype=np.int64)
-            return self.rank, self.bias, chunk_pos
+            # The graph's slot_pos is int64; rotated-key caches only align keys with it.
+            slot_pos = self.rank if self.rotation is not None else self.rank.astype(np.int64)
+            return slot_pos, self.bias, chunk_pos
         if position_mode == "absolute":
             slot_pos = np.where(self.valid, self.orig_pos, 0)
             return slot_pos, self.bias, np.asarray(positions, dtype=np.int64)

@@ -141,7 +141,8 @@ class Session:
         self.policy.observe(self.cache, out.attn_mass[..., :capacity])
         self.policy.admit(self.cache, Chunk(out.new_keys, out.new_values, positions,
                                             out.attn_mass[..., capacity:], modality, group,
-                                            protected, place))
+                                            protected, place, out.rotated_keys,
+                                            out.rotated_pos))
         if self.cache.mrope is not None:
             self.cache.mrope.record(self.cache.orig_pos, positions, mpos, extent)
             self.mrope_next = max(self.mrope_next, int((mpos[0] + extent).max()))

@@ -38,7 +38,11 @@ class Snapshot:
                 np.copyto(current, saved)
             elif dataclasses.is_dataclass(current):  # M-RoPE slots, key rotation: arrays inside
                 for f in dataclasses.fields(current):
-                    np.copyto(getattr(current, f.name), getattr(saved, f.name))
+                    now, then = getattr(current, f.name), getattr(saved, f.name)
+                    if isinstance(now, np.ndarray) and getattr(then, "shape", None) == now.shape:
+                        np.copyto(now, then)
+                    else:  # memos of other shapes, or None on one side
+                        setattr(current, f.name, copy.deepcopy(then))
             else:  # plain values, and arrays that are None on one side (nothing binds them)
                 setattr(session.cache, name, copy.deepcopy(saved))
         session.policy = copy.deepcopy(self.policy)

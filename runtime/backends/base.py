@@ -14,6 +14,11 @@ class StepOutput:
     new_keys: np.ndarray  # [L, Hkv, c, D]
     new_values: np.ndarray  # [L, Hkv, c, D]
     attn_mass: np.ndarray  # [L, Hkv, capacity + c] float32
+    # Fused-attention graphs rotate the chunk's keys themselves and leave them in the
+    # cache's scratch rows: those keys [L, Hkv, c, D] and their positions [L, c]. None
+    # where the graph does not (the runtime then rotates `new_keys`).
+    rotated_keys: np.ndarray | None = None
+    rotated_pos: np.ndarray | None = None
 
 
 class Backend(Protocol):

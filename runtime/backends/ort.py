@@ -84,6 +84,7 @@ class OrtBackend:
         self._outputs: dict[tuple[int, int], StepOutput] = {}
         self._dims = manifest.dims
         self._rows = manifest.inputs.get(LOGIT_ROWS)  # None: the graph gives every row
+        self._gqa = manifest.attention == "gqa"
         self._live = manifest.inputs.get(LIVE_ROWS)  # None: the graph attends to every slot
         # Rotated-key bundles take the heads' position shifts where slot_pos would go.
         self._slot_pos = manifest.inputs.get("slot_pos") or manifest.inputs[POS_SHIFT]
@@ -132,4 +133,8 @@ class OrtBackend:
             b.bind_output(names_out[key], "cpu", 0, buf.dtype, list(buf.shape),
                           buf.ctypes.data)
         self.session.run_with_iobinding(b)
+        if self._gqa:  # the kernel left the chunk's rotated keys after the live rows
+            live = self.cache.live_rows if self._live is not None else self.cache.capacity
+            out.rotated_keys = self.cache.buffers[0][:, :, live:live + c]
+            out.rotated_pos = chunk_pos[None] + slot_pos[:, :1]  # each layer's shift
         return out

@@ -33,6 +33,10 @@ class Chunk:
     group: int = 0  # frame / turn id
     protected: bool = False
     place: np.ndarray | None = None  # [c] grid place of each token in its frame (images)
+    # The chunk's keys as the graph rotated them, and where to ([L, Hkv, c, D], [L, c]);
+    # None if it did not (StepOutput.rotated_keys).
+    rotated_keys: np.ndarray | None = None
+    rotated_pos: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -79,7 +83,8 @@ class Policy:
     def admit(self, cache: KVCache, chunk: Chunk) -> None:
         cache.write(cache.free_slots(len(chunk)), chunk.new_keys, chunk.new_values,
                     chunk.positions, score=chunk.chunk_mass, modality=chunk.modality,
-                    group=chunk.group, protected=chunk.protected, place=chunk.place)
+                    group=chunk.group, protected=chunk.protected, place=chunk.place,
+                    rotated=(chunk.rotated_keys, chunk.rotated_pos))
 
     def params(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
@@ -93,13 +98,10 @@ def evict_oldest(cache: KVCache, n: int, sinks: int = 0) -> None:
         # Nothing protected: the oldest non-sinks are the ranks right after the sinks. One
         # pass, where the general path below cost a float copy and a partial sort. (Empty
         # slots have rank 0 too; `evict` skips them.)
-        rank = cache.rank
         if need.max() <= 1:  # decode: the slot at rank `sinks` in each head that needs room
-            target = rank == sinks
-            if sinks == 0:  # empty slots have rank 0 too
-                target &= cache.valid
-            cache.evict_one(target.argmax(-1), need >= 1)
+            cache.evict_one(cache.slot_of_rank(sinks), need >= 1)
         else:
+            rank = cache.rank
             cache.evict((rank >= sinks) & (rank < sinks + need[..., None]))
         return
     # The sinks are the tokens at the `sinks` smallest stream positions ever seen; the cache
