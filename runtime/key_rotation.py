@@ -56,13 +56,15 @@ class KeyRotation:
                    np.array(0, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
                    np.array(per_layer))
 
-    def turn(self, keys: np.ndarray, delta: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    def turn(self, keys: np.ndarray, delta: np.ndarray | int, gain: float = 1.0) -> np.ndarray:
         """`keys` [..., D] rotated by `delta` [...] positions (rotate-half layout), times gain."""
-        delta = np.asarray(delta, dtype=np.int64)
         half = keys.shape[-1] // 2
-        first = int(delta.flat[0]) if delta.size else 0
-        if delta.size and np.all(delta == first):  # a streaming step: every sink by 1
-            cos, sin = self._trig(first, gain)
+        if not isinstance(delta, int):
+            delta = np.asarray(delta, dtype=np.int64)
+            if delta.size and np.all(delta == delta.flat[0]):
+                delta = int(delta.flat[0])
+        if isinstance(delta, int):  # one delta for all (a streaming step: the sinks by 1)
+            cos, sin = self._trig(delta, gain)
         else:  # few distinct deltas per call: trigonometry once each
             distinct, which = np.unique(delta, return_inverse=True)
             angle = distinct.astype(np.float64)[:, None] * self.inv_freq
@@ -110,21 +112,27 @@ class KeyRotation:
         # all move by the same amount, and only the keys older than the gap turn.
         layer, head = np.indices(self.shift.shape, sparse=True)
         newest = self.newest
-        if not np.all(orig_pos[layer, head, newest] != empty):  # the newest token was dropped
-            newest = np.argmax(np.where(orig_pos != empty, slot_pos, -1), axis=-1)
         found = orig_pos[layer, head, newest] != empty
+        all_found = bool(found.all())
+        if not all_found:  # the newest token was dropped
+            newest = np.argmax(np.where(orig_pos != empty, slot_pos, -1), axis=-1)
+            found = orig_pos[layer, head, newest] != empty
         top = slot_pos[layer, head, newest]
         shift = self.key_pos[layer, head, newest] - top
         if self.per_layer:  # the largest shift of the layer's heads (a streaming policy
             # keeps them equal; others turn the heads behind it)
-            shift = np.where(found, shift, np.iinfo(np.int64).min).max(-1, keepdims=True)
-            top, found = top.max(-1, keepdims=True), found.any(-1, keepdims=True)
+            if not all_found:
+                shift = np.where(found, shift, np.iinfo(np.int64).min)
+                found = found.any(-1, keepdims=True)
+            shift, top = shift.max(-1, keepdims=True), top.max(-1, keepdims=True)
         over = shift + np.maximum(top + 1, chunk_end) > self.limit
-        shift = np.broadcast_to(np.where(over | ~found, 0, shift), self.shift.shape)
-        flat = self._off_place(orig_pos, empty, slot_pos, shift, rank_drop)
+        shift = np.broadcast_to(np.where(over if all_found else over | ~found, 0, shift),
+                                self.shift.shape)
+        flat, delta = self._off_place(orig_pos, empty, slot_pos, shift, rank_drop)
         if flat.size:
             at = np.unravel_index(flat, orig_pos.shape)
-            delta = slot_pos[at] + shift[at[:2]] - self.key_pos[at]
+            if delta is None:
+                delta = slot_pos[at] + shift[at[:2]] - self.key_pos[at]
             keys[at] = self.turn(keys[at], delta)
             self.key_pos[at] += delta
             self.rotated += len(at[0])
@@ -132,20 +140,22 @@ class KeyRotation:
         return self.shift
 
     def _off_place(self, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
-                   shift: np.ndarray, rank_drop: np.ndarray | None) -> np.ndarray:
-        """Flat indices of the valid keys not at slot_pos + shift."""
+                   shift: np.ndarray, rank_drop: np.ndarray | None
+                   ) -> tuple[np.ndarray, int | None]:
+        """Flat indices of the valid keys not at slot_pos + shift, and how far they all are
+        from it when that is one number (None: each its own)."""
         if rank_drop is not None:
             if np.all(rank_drop == NO_DROP) and np.array_equal(shift, self.shift):
-                return np.empty(0, dtype=np.intp)  # no rank moved, nor the shift
+                return np.empty(0, dtype=np.intp), 0  # no rank moved, nor the shift
             if np.all(rank_drop != NO_DROP) and np.array_equal(shift, self.shift + 1):
                 # Every head dropped one rank: the keys above it moved down with the shift,
-                # the ones below it (the sinks) stayed and turn. One pass over the ranks;
-                # checking every key cost 3x the memory traffic, on caches cold from the graph.
-                return self._below(orig_pos, empty, slot_pos, rank_drop)
+                # the ones below it (the sinks) stayed, and turn by the shift's step. One pass
+                # over the ranks at most; checking every key cost 3x the memory traffic, on
+                # caches cold from the graph.
+                return self._below(orig_pos, empty, slot_pos, rank_drop), 1
         mismatch = np.not_equal(self.key_pos - slot_pos, shift[..., None])
         # flat indices: a 3-D nonzero over the whole cache cost twice as much
-        return np.flatnonzero(np.logical_and(mismatch, orig_pos != empty, out=mismatch))
-
+        return np.flatnonzero(np.logical_and(mismatch, orig_pos != empty, out=mismatch)), None
 
     def _below(self, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
                rank_drop: np.ndarray) -> np.ndarray:

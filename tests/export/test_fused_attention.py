@@ -195,3 +195,58 @@ def test_one_slot_bias_serves_every_head_without_the_mass(tiny_bundle):
     # graph attention keeps a bias per head, with or without the mass
     graph = Bundle.open(tiny_bundle("llama", budget=BUDGET, chunk=CHUNK, attn_mass=False))
     assert Session.open(graph, policy=PerHead()).policy.name == "per-head"
+
+
+def _without_kernel_keys(session: Session) -> None:
+    """The session's backend as if its graph left no rotated keys: the runtime rotates."""
+    run = session.backend.run
+
+    def run_without(*args, **kwargs):
+        out = run(*args, **kwargs)
+        out.rotated_keys = out.rotated_pos = None
+        return out
+
+    session.backend.run = run_without
+
+
+def test_the_cache_keeps_the_keys_the_kernel_rotated(tiny_bundle, monkeypatch):
+    """The kernel's own rotation of the chunk is what the cache stores (no second rotation in
+    numpy), and it is the rotation the runtime would have made: same keys, same logits."""
+    from edgekv.runtime.key_rotation import KeyRotation
+
+    _, fused = _pair(tiny_bundle)
+    rotations = []
+    place = KeyRotation.place
+    monkeypatch.setattr(KeyRotation, "place",
+                        lambda self, keys, pos: rotations.append(1) or place(self, keys, pos))
+    kernel_logits, kernel = _stream(fused, "streaming")
+    assert not rotations  # every chunk, prefill and decode, kept the kernel's keys
+    session = Session.open(fused, policy="streaming")
+    _without_kernel_keys(session)
+    ids = (np.arange(120) * 7 + 3) % 500
+    numpy_logits = [session.step(fused.embed(ids[i:i + CHUNK])).copy() for i in range(0, 40, CHUNK)]
+    numpy_logits += [session.step(fused.embed(ids[i:i + 1])).copy() for i in range(40, 120)]
+    assert len(rotations) == 5 + 80
+    np.testing.assert_allclose(kernel.cache.keys, session.cache.keys, atol=2e-6)
+    for a, b in zip(kernel_logits, numpy_logits, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_kernel_keys_at_other_positions_are_rotated_again(tiny_bundle):
+    """Keys the graph rotated to positions other than the cache's are not stored as they are."""
+    _, fused = _pair(tiny_bundle)
+    ids = (np.arange(60) * 7 + 3) % 500
+    sessions = [Session.open(fused, policy="streaming") for _ in range(2)]
+    _without_kernel_keys(sessions[0])
+    run = sessions[1].backend.run
+
+    def run_off_by_one(*args, **kwargs):
+        out = run(*args, **kwargs)
+        out.rotated_keys = out.rotated_keys + 1.0  # wrong keys, said to be elsewhere
+        out.rotated_pos = out.rotated_pos + 1
+        return out
+
+    sessions[1].backend.run = run_off_by_one
+    for s in sessions:
+        s.feed(ids)
+    assert np.array_equal(sessions[0].cache.keys, sessions[1].cache.keys)

@@ -187,3 +187,44 @@ def test_a_decode_step_takes_the_slot_it_freed(pair):
     assert np.array_equal(slots, cache.last_freed)
     # the slot the scan finds: each head's only free one
     assert np.array_equal(slots, np.argmin(cache.valid[..., :BUDGET], axis=-1))
+
+
+def test_the_oldest_slot_guessed_from_the_ring_is_the_one_a_scan_finds(pair):
+    """`slot_of_rank` guesses from the slot freed last and checks; a wrong hint costs a scan,
+    never a wrong slot."""
+    _, cached = pair
+    session = Session.open(cached, policy="streaming")
+    ids = (np.arange(150) * 7 + 3) % 500
+    session.feed(ids[:BUDGET])
+    cache, sinks = session.cache, session.policy.sinks
+    rng = np.random.default_rng(0)
+    for i in range(BUDGET, 150):
+        scan = np.argmax(cache.rank == sinks, axis=-1)
+        assert np.array_equal(cache.slot_of_rank(sinks), scan)
+        hint = cache.last_freed
+        if hint is not None:
+            cache.last_freed = rng.integers(0, BUDGET, hint.shape)
+            assert np.array_equal(cache.slot_of_rank(sinks), scan)
+            cache.last_freed = hint
+        session.step(cached.embed(ids[i:i + 1]))
+    assert cache.evictions > 100
+
+
+def test_a_stale_memo_of_the_sinks_is_not_trusted(pair):
+    """The keys the last streaming step turned are checked before they are turned again: a
+    memo naming other keys, as many, gives what the scan gives."""
+    _, cached = pair
+    ids = (np.arange(90) * 7 + 3) % 500
+    sessions = [Session.open(cached, policy="streaming") for _ in range(2)]
+    for s in sessions:
+        s.feed(ids[:BUDGET])
+    for i in range(BUDGET, 90):
+        for stale, s in enumerate(sessions):
+            memo = s.cache.rotation.sinks_turned
+            if stale and memo is not None:
+                s.cache.rotation.sinks_turned = memo + 1  # the neighbours of the sinks
+            s.step(cached.embed(ids[i:i + 1]))
+    good, stale = (s.cache for s in sessions)
+    assert good.rotation.rotated == stale.rotation.rotated > 0
+    assert np.array_equal(good.rotation.key_pos, stale.rotation.key_pos)
+    assert np.array_equal(good.keys, stale.keys)
