@@ -94,15 +94,20 @@ def evict_oldest(cache: KVCache, n: int, sinks: int = 0) -> None:
     """Make room for `n` tokens by evicting, per (layer, head), the oldest tokens but the first
     `sinks` (StreamingLLM's attention sinks; `window` has none)."""
     need = np.maximum(n - cache.free_count(), 0)
-    if not cache.protected.any() and np.all(need <= cache.n_valid - sinks):
+    fits = bool(np.all(need <= cache.n_valid - sinks))
+    if fits and need.max() <= 1:  # decode: the slot at rank `sinks` in each head that needs room
+        slot = cache.slot_of_rank(sinks)
+        # Unprotected, it is the oldest evictable token (what the general path below picks):
+        # checked at those slots, not by a pass over every slot's flag.
+        if not cache.protected[(*cache.heads, slot)][need >= 1].any():
+            cache.evict_one(slot, need >= 1)
+            return
+    elif fits and not cache.protected.any():
         # Nothing protected: the oldest non-sinks are the ranks right after the sinks. One
         # pass, where the general path below cost a float copy and a partial sort. (Empty
         # slots have rank 0 too; `evict` skips them.)
-        if need.max() <= 1:  # decode: the slot at rank `sinks` in each head that needs room
-            cache.evict_one(cache.slot_of_rank(sinks), need >= 1)
-        else:
-            rank = cache.rank
-            cache.evict((rank >= sinks) & (rank < sinks + need[..., None]))
+        rank = cache.rank
+        cache.evict((rank >= sinks) & (rank < sinks + need[..., None]))
         return
     # The sinks are the tokens at the `sinks` smallest stream positions ever seen; the cache
     # never evicts them, so they are the smallest valid positions still present.

@@ -44,11 +44,14 @@ def test_pooling_by_rank_matches_stream_order_neighbours():
 
 @pytest.mark.parametrize("sinks", [0, 4])  # 0: `window`
 @pytest.mark.parametrize("n", [25, 30])  # one eviction (decode) or six per head
-def test_oldest_first_fast_path_evicts_what_the_general_path_does(sinks, n):
+@pytest.mark.parametrize("protect", [None, 10, 0])  # a protected token at rank sinks + this
+def test_oldest_first_fast_path_evicts_what_the_general_path_does(sinks, n, protect):
     cache = _scattered_cache(1)
     head = np.zeros(cache.orig_pos.shape, dtype=bool)  # one head has a free slot more
     head[1, 0, np.flatnonzero(cache.valid[1, 0])[5]] = True
     cache.evict(head)
+    if protect is not None:  # in one head: past the oldest, or the oldest itself
+        cache.protected[0, 1] = cache.valid[0, 1] & (cache.rank[0, 1] == sinks + protect)
     general = copy.deepcopy(cache)
     evict_oldest(cache, n, sinks)
     priority = general.orig_pos.astype(np.float64)
