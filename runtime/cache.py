@@ -268,8 +268,10 @@ class KVCache:
         c = len(positions)
         # One token (decode) without reductions: each numpy call here costs ~10 us on caches
         # cold from the graph, and a decode step writes a dozen arrays.
-        first, last_pos = (int(positions[0]),) * 2 if c == 1 else (positions.min(),
-                                                                  int(positions.max()))
+        if c == 1:
+            first = last_pos = int(positions[0])
+        else:
+            first, last_pos = positions.min(), int(positions.max())
         in_order = first > self.last_pos and (c == 1 or bool(np.all(np.diff(positions) > 0)))
         new_rank = None
         if in_order:  # stream order: the chunk ranks after everything already cached

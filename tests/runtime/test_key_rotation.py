@@ -154,20 +154,29 @@ def test_snapshot_restores_the_rotation(pair):
 
 
 
-def test_a_streaming_step_turns_what_a_full_scan_turns(pair):
-    """The alignment that knows which rank each head dropped (KVCache.rank_drop) turns the
-    same keys to the same places as a scan of the whole cache."""
-    _, cached = pair
+def _twin_streams(cached: Bundle, tamper) -> tuple[KVCache, KVCache]:
+    """Two streaming sessions fed the same tokens one at a time past the budget, `tamper`
+    called on the second one's cache before each of its steps; their caches."""
     ids = (np.arange(90) * 7 + 3) % 500
     sessions = [Session.open(cached, policy="streaming") for _ in range(2)]
     for s in sessions:
         s.feed(ids[:BUDGET])
     for i in range(BUDGET, 90):
-        for scan, s in enumerate(sessions):
-            if scan:
-                s.cache.rank_drop = None  # forget what moved: align checks every key
+        tamper(sessions[1].cache)
+        for s in sessions:
             s.step(cached.embed(ids[i:i + 1]))
-    known, scanned = (s.cache for s in sessions)
+    return sessions[0].cache, sessions[1].cache
+
+
+def test_a_streaming_step_turns_what_a_full_scan_turns(pair):
+    """The alignment that knows which rank each head dropped (KVCache.rank_drop) turns the
+    same keys to the same places as a scan of the whole cache."""
+    _, cached = pair
+
+    def forget(cache: KVCache) -> None:
+        cache.rank_drop = None  # forget what moved: align checks every key
+
+    known, scanned = _twin_streams(cached, forget)
     assert known.evictions == scanned.evictions > 30
     assert known.rotation.rotated == scanned.rotation.rotated > 0
     assert np.array_equal(known.rotation.key_pos, scanned.rotation.key_pos)
@@ -214,17 +223,12 @@ def test_a_stale_memo_of_the_sinks_is_not_trusted(pair):
     """The keys the last streaming step turned are checked before they are turned again: a
     memo naming other keys, as many, gives what the scan gives."""
     _, cached = pair
-    ids = (np.arange(90) * 7 + 3) % 500
-    sessions = [Session.open(cached, policy="streaming") for _ in range(2)]
-    for s in sessions:
-        s.feed(ids[:BUDGET])
-    for i in range(BUDGET, 90):
-        for stale, s in enumerate(sessions):
-            memo = s.cache.rotation.sinks_turned
-            if stale and memo is not None:
-                s.cache.rotation.sinks_turned = memo + 1  # the neighbours of the sinks
-            s.step(cached.embed(ids[i:i + 1]))
-    good, stale = (s.cache for s in sessions)
+
+    def mislead(cache: KVCache) -> None:
+        if cache.rotation.sinks_turned is not None:  # the neighbours of the sinks
+            cache.rotation.sinks_turned = cache.rotation.sinks_turned + 1
+
+    good, stale = _twin_streams(cached, mislead)
     assert good.rotation.rotated == stale.rotation.rotated > 0
     assert np.array_equal(good.rotation.key_pos, stale.rotation.key_pos)
     assert np.array_equal(good.keys, stale.keys)
