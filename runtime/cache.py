@@ -182,12 +182,29 @@ class KVCache:
             raise BudgetError("a policy tried to evict an empty slot")
         self._evict_one(at)
 
+    def evict_rank(self, rank: int, heads: np.ndarray) -> bool:
+        """Free the token at `rank` in every head where `heads` is true (each holds more than
+        `rank` tokens): an oldest-first decode step. False, freeing nothing, where one of
+        them is protected; the caller then takes its general path."""
+        slot = self.slot_of_rank(rank)
+        layer, head = self.heads if heads.all() else np.nonzero(heads)
+        at = (layer, head, slot[layer, head])
+        if np.any(self.protected[at]):
+            return False
+        if np.any(self.orig_pos[at] == EMPTY):
+            raise BudgetError(f"a head holds no token at rank {rank} to evict")
+        self._evict_one(at)
+        return True
+
     def _evict_one(self, at: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         if not at[0].size:
             return
         self.evictions += 1
-        gone = np.full(self.n_valid.shape, NO_DROP, dtype=self.rank.dtype)
-        gone[at[:2]] = self.rank[at]
+        if at[0].ndim == 2:  # every head (`heads`' sparse indices): each drops what it frees
+            gone = self.rank[at]
+        else:
+            gone = np.full(self.n_valid.shape, NO_DROP, dtype=self.rank.dtype)
+            gone[at[:2]] = self.rank[at]
         if self.rank_drop is not None and np.all(self.rank_drop == NO_DROP):
             self.rank_drop[...] = gone
         else:  # a second drop before the rotation caught up with the first

@@ -20,6 +20,7 @@ the float32 rounding of each step only, not by |cos² + sin²| - 1 per step).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,11 @@ class KeyRotation:
                    np.zeros(meta, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
                    np.array(0, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
                    np.array(per_layer))
+
+    @functools.cached_property
+    def _heads(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sparse (layer, head) indices: with `newest` [L, Hkv], one slot of every head."""
+        return np.indices(self.shift.shape, sparse=True)
 
     def turn(self, keys: np.ndarray, delta: np.ndarray | int, gain: float = 1.0) -> np.ndarray:
         """`keys` [..., D] rotated by `delta` [...] positions (rotate-half layout), times gain."""
@@ -110,7 +116,7 @@ class KeyRotation:
             return self.shift  # stream positions never move: keys stay where they were written
         # Each head follows its newest key: when older tokens are evicted, the recent ranks
         # all move by the same amount, and only the keys older than the gap turn.
-        layer, head = np.indices(self.shift.shape, sparse=True)
+        layer, head = self._heads
         newest = self.newest
         found = orig_pos[layer, head, newest] != empty
         all_found = bool(found.all())

@@ -95,12 +95,10 @@ def evict_oldest(cache: KVCache, n: int, sinks: int = 0) -> None:
     `sinks` (StreamingLLM's attention sinks; `window` has none)."""
     need = np.maximum(n - cache.free_count(), 0)
     fits = bool(np.all(need <= cache.n_valid - sinks))
-    if fits and need.max() <= 1:  # decode: the slot at rank `sinks` in each head that needs room
-        slot = cache.slot_of_rank(sinks)
-        # Unprotected, it is the oldest evictable token (what the general path below picks):
-        # checked at those slots, not by a pass over every slot's flag.
-        if not cache.protected[(*cache.heads, slot)][need >= 1].any():
-            cache.evict_one(slot, need >= 1)
+    if fits and need.max() <= 1:  # decode: the token at rank `sinks` in each head that needs
+        # room. Unprotected, it is the oldest evictable one (what the general path below
+        # picks): checked at those slots, not by a pass over every slot's flag.
+        if cache.evict_rank(sinks, need >= 1):
             return
     elif fits and not cache.protected.any():
         # Nothing protected: the oldest non-sinks are the ranks right after the sinks. One
