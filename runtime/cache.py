@@ -51,11 +51,11 @@ class KVCache:
     # Keys cached rotated (runtime/key_rotation.py): where each key sits, and each head's shift.
     rotation: KeyRotation | None = None
     # What moved in the rank order since the key rotation was last aligned, when that is all
-    # one `evict_one` per head: [L, Hkv] the rank each head dropped (NO_DROP: none). None when
-    # unknown (several evictions, a rerank): the next alignment then scans the whole cache.
+    # one single-token eviction per head: [L, Hkv] the rank each head dropped (NO_DROP: none).
+    # None when unknown (several evictions, a rerank): the next alignment then scans the cache.
     rank_drop: np.ndarray | None = field(default=None, repr=False)
-    # [L, Hkv]: the slot each head's last `evict_one` freed; -1 before any. A decode step's
-    # new token goes there without a scan for a free slot (checked, `free_slots`).
+    # [L, Hkv]: the slot each head's last single-token eviction freed; -1 before any. A decode
+    # step's new token goes there without a scan for a free slot (checked, `free_slots`).
     last_freed: np.ndarray | None = field(default=None, repr=False)
     # Every slot ever written is below this row (a high-water mark; only `write` fills
     # slots). Fused-attention bundles attend to rows [0, live_rows) only (manifest LIVE_ROWS).
@@ -169,18 +169,6 @@ class KVCache:
         self._drop_ranks(freed, most)
         self._clear(np.nonzero(freed))
         self.n_valid -= per_head
-
-    def evict_one(self, slot: np.ndarray, heads: np.ndarray) -> None:
-        """Free slot[l, h] ([L, Hkv]) in every head where `heads` is true: one valid slot per
-        head, known to the caller (a decode step of an oldest-first policy), so no scan of the
-        whole cache finds it. Protected slots refuse."""
-        layer, head = self.heads if heads.all() else np.nonzero(heads)
-        at = (layer, head, slot[layer, head])
-        if np.any(self.protected[at]):
-            raise BudgetError("a policy tried to evict a protected slot")
-        if np.any(self.orig_pos[at] == EMPTY):
-            raise BudgetError("a policy tried to evict an empty slot")
-        self._evict_one(at)
 
     def evict_rank(self, rank: int, heads: np.ndarray) -> bool:
         """Free the token at `rank` in every head where `heads` is true (each holds more than

@@ -73,21 +73,21 @@ def test_single_evictions_keep_ranks_dense():
             assert sorted(cache.rank[layer, head, valid]) == list(range(39))
 
 
-def test_evict_one_refuses_protected_and_empty_slots():
+def test_evict_rank_declines_protected_and_refuses_missing_tokens():
     from edgekv.runtime.errors import BudgetError
 
     cache = _scattered_cache(3)
     every_head = np.ones((2, 2), dtype=bool)
-    empty = np.argmin(cache.valid, axis=-1)  # a free slot in each head
-    with pytest.raises(BudgetError, match="empty slot"):
-        cache.evict_one(empty, every_head)
-    taken = np.argmax(cache.valid, axis=-1)
-    cache.protected[0, 1, taken[0, 1]] = True
-    with pytest.raises(BudgetError, match="protected"):
-        cache.evict_one(taken, every_head)
+    with pytest.raises(BudgetError, match="no token at rank 50"):
+        cache.evict_rank(50, every_head)  # each head holds 40
+    oldest = cache.slot_of_rank(0)
+    cache.protected[0, 1, oldest[0, 1]] = True
+    before = cache.n_valid.copy()
+    assert not cache.evict_rank(0, every_head)  # one protected: nothing is freed
+    assert np.array_equal(cache.n_valid, before)
     others = every_head.copy()
     others[0, 1] = False  # the protected slot's head not listed
-    before = cache.n_valid.copy()
-    cache.evict_one(taken, others)
+    assert cache.evict_rank(0, others)
     assert np.array_equal(cache.n_valid, before - others)
-    assert not cache.valid[others.nonzero() + (taken[others],)].any()
+    assert not cache.valid[others.nonzero() + (oldest[others],)].any()
+    assert cache.valid[0, 1, oldest[0, 1]]
