@@ -347,7 +347,7 @@ class KVCache:
         """Rotated-key caches: turn the keys that must move (KeyRotation.align); returns the
         graph's pos_shift."""
         shift = self.rotation.align(self.keys, self.orig_pos, EMPTY, slot_pos, chunk_end,
-                                    self.rank_drop)
+                                    self.heads, self.rank_drop)
         if self.rank_drop is None:
             self.rank_drop = np.full(self.n_valid.shape, NO_DROP, dtype=self.rank.dtype)
         else:

@@ -20,7 +20,6 @@ the float32 rounding of each step only, not by |cos² + sin²| - 1 per step).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,11 +55,6 @@ class KeyRotation:
                    np.zeros(meta, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
                    np.array(0, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
                    np.array(per_layer))
-
-    @functools.cached_property
-    def _heads(self) -> tuple[np.ndarray, np.ndarray]:
-        """Sparse (layer, head) indices: with `newest` [L, Hkv], one slot of every head."""
-        return np.indices(self.shift.shape, sparse=True)
 
     def turn(self, keys: np.ndarray, delta: np.ndarray | int, gain: float = 1.0) -> np.ndarray:
         """`keys` [..., D] rotated by `delta` [...] positions (rotate-half layout), times gain."""
@@ -107,16 +101,18 @@ class KeyRotation:
         return slot_pos + self.shift[layer, head]
 
     def align(self, keys: np.ndarray, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
-              chunk_end: int, rank_drop: np.ndarray | None = None) -> np.ndarray:
+              chunk_end: int, heads: tuple[np.ndarray, np.ndarray],
+              rank_drop: np.ndarray | None = None) -> np.ndarray:
         """Re-rotate what must move so every valid key (orig_pos != empty) sits at slot_pos +
         shift; the new shift [L, Hkv] (pos_shift). `chunk_end`: one past the chunk's last
-        position. `rank_drop` [L, Hkv]: the rank each head dropped since the last call, when
-        that is all that changed (KVCache.rank_drop); None: the whole cache is checked."""
+        position. `heads`: the cache's sparse (layer, head) index (KVCache.heads). `rank_drop`
+        [L, Hkv]: the rank each head dropped since the last call, when that is all that
+        changed (KVCache.rank_drop); None: the whole cache is checked."""
         if not self.by_rank:
             return self.shift  # stream positions never move: keys stay where they were written
         # Each head follows its newest key: when older tokens are evicted, the recent ranks
         # all move by the same amount, and only the keys older than the gap turn.
-        layer, head = self._heads
+        layer, head = heads
         newest = self.newest
         found = orig_pos[layer, head, newest] != empty
         all_found = bool(found.all())
