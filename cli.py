@@ -28,7 +28,7 @@ def _export(args: argparse.Namespace) -> int:
         validate=not args.no_validate, force=args.force, lm_head=args.lm_head,
         target=args.target, key_rope=args.key_rope, int4_compute=args.int4_compute,
         attention=args.attention, attn_mass=args.attn_mass, packed_lm_head=args.packed_lm_head,
-        image_size=_pair(args.image_size, "--image-size"),
+        kv_cache=args.kv_cache, image_size=_pair(args.image_size, "--image-size"),
         frames_per_call=args.frames_per_call, tiling=_tiling(args.tiling))
     if profile is None:
         manifest = export(args.model, args.out, options)
@@ -485,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-attn-mass", dest="attn_mass", action="store_false",
                    help="do not compute the attention mass (faster; only streaming, window and "
                    "full run such a bundle)")
+    p.add_argument("--kv-cache", default="float", choices=["float", "int8"],
+                   help="int8: the cache holds int8 K/V with a scale per layer, calibrated at "
+                   "export (a decode step reads a quarter of the bytes; a prompt's chunks are "
+                   "slower on CPU). Needs --attention gqa --no-attn-mass")
     p.add_argument("--packed-lm-head", action="store_true",
                    help="tied embeddings, --target ort: ONNX Runtime packs its own copy of the "
                    "lm_head (a faster product, the same peak memory here; default: the lm_head "

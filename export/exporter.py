@@ -74,6 +74,9 @@ class ExportOptions:
     # ort, tied embeddings: ONNX Runtime packs its own copy of the lm_head (faster GEMV) instead
     # of reading embed.bin's pages through a graph input
     packed_lm_head: bool = False
+    # "int8": the cache holds int8 K/V read by the attention kernel (gqa bundles without the
+    # mass; export/kv_int8.py), a quarter of the fp32 cache's bytes per decode step
+    kv_cache: str = "float"
 
     @property
     def rope_table(self) -> int:
@@ -97,7 +100,8 @@ class ExportOptions:
                    "--key-rope": (self.key_rope, ("graph", "cached")),
                    "--lm-head": (self.lm_head, ("int8", "fp32")),
                    "--int4-compute": (self.int4_compute, tuple(COMPUTE_LEVELS)),
-                   "--attention": (self.attention, ("graph", "gqa"))}
+                   "--attention": (self.attention, ("graph", "gqa")),
+                   "--kv-cache": (self.kv_cache, ("float", "int8"))}
         for flag, (value, allowed) in choices.items():
             if value not in allowed:
                 raise EdgeKVError(f"{flag} {value!r}: choose one of {', '.join(allowed)}")
@@ -115,6 +119,12 @@ class ExportOptions:
             raise EdgeKVError(
                 "--attention gqa is ONNX Runtime's GroupQueryAttention over keys cached rotated: "
                 "use it with --target ort --key-rope cached"
+            )
+        if self.kv_cache == "int8" and (self.attention != "gqa" or self.attn_mass
+                                        or self.dtype not in ("fp32", "int4")):
+            raise EdgeKVError(
+                "--kv-cache int8 is read by GroupQueryAttention and has no attention mass: use "
+                "it with --attention gqa --no-attn-mass (and --dtype fp32 or int4)"
             )
         if self.packed_lm_head and self.target != "ort":
             raise EdgeKVError("--packed-lm-head is ONNX Runtime's weight packing: use --target ort")
@@ -306,6 +316,8 @@ def export_model(
             manifest.save(tmp)
         if quantized:
             manifest = _ship_compute(proto, tmp, manifest, options, reference, ids, log)
+        if options.kv_cache == "int8":
+            manifest = _ship_int8_cache(proto, tmp, manifest, tokenizer, reference, ids, log)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -340,6 +352,34 @@ def _ship_compute(proto: Any, tmp: Path, manifest: Manifest, options: ExportOpti
             raise ModelError(f"int4 bundle with {options.int4_compute} compute differs from "
                              f"the HF model by {drift:.3e} > {bound:.3e}; bundle not written")
         manifest = replace(manifest, validation={**manifest.validation, "compute_vs_hf": drift})
+        manifest.save(tmp)
+    return manifest
+
+
+def _ship_int8_cache(proto: Any, tmp: Path, manifest: Manifest, tokenizer: Any,
+                     reference: np.ndarray | None, ids: list[int], log: Log) -> Manifest:
+    """Rewrite the validated float-cache graph for an int8 cache (export/kv_int8.py); with
+    the HF `reference` logits, measure what the int8 cache moves and refuse a gross drift."""
+    from edgekv.export import kv_int8
+
+    calibration = tokenizer(kv_int8.CALIBRATION_TEXT.read_text()).input_ids
+    log(f"calibrating the int8 KV cache on {min(len(calibration), manifest.budget)} tokens")
+    scales = kv_int8.calibrate(tmp, calibration)
+    kv_int8.quantize_cache_io(proto, scales)
+    onnx.save_model(proto, tmp / manifest.graphs["decoder"])
+    manifest = replace(manifest, kv_quant="int8", kv_scales=scales).with_files(tmp)
+    manifest.save(tmp)
+    if reference is not None and manifest.validation:
+        from edgekv.export.validate import max_diff
+
+        drift = max_diff(tmp, ids, reference)
+        bound = INT8_COMPUTE_DRIFT * float(np.abs(reference).max())
+        log(f"validation: the int8 KV cache moves logits by {drift:.2e} vs HF "
+            f"(refused above {bound:.2e})")
+        if not drift <= bound:
+            raise ModelError(f"bundle with an int8 KV cache differs from the HF model by "
+                             f"{drift:.3e} > {bound:.3e}; bundle not written")
+        manifest = replace(manifest, validation={**manifest.validation, "kv_int8_vs_hf": drift})
         manifest.save(tmp)
     return manifest
 

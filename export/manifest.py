@@ -142,6 +142,10 @@ class Manifest:
     # False: the graph does not compute the attention mass and its `attn_mass` output is zeros;
     # policies that read it (h2o, snapkv, ...) refuse the bundle.
     attn_mass: bool = True
+    # "int8": the cache holds int8 K/V, one scale per layer for each ([k_scale, v_scale] per
+    # layer in `kv_scales`); gqa bundles read it as it is (runtime/kv_codec.py). "": float.
+    kv_quant: str = ""
+    kv_scales: list[list[float]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -39,7 +39,13 @@ class Bundle:
 
     @property
     def kv_dtype(self) -> type:
+        """The graph's float dtype (what new K/V come out as)."""
         return NUMPY_DTYPES[self.manifest.dtype]
+
+    @property
+    def cache_dtype(self) -> type:
+        """What the cache stores: the graph's dtype, or int8 (manifest `kv_quant`)."""
+        return np.int8 if self.manifest.kv_quant == "int8" else self.kv_dtype
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Token ids [n] -> embeddings [1, n, H] in the graph's dtype."""

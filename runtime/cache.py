@@ -20,6 +20,7 @@ import numpy as np
 from edgekv.export.manifest import EMPTY_SLOT_BIAS
 from edgekv.runtime.errors import BudgetError
 from edgekv.runtime.key_rotation import NO_DROP, KeyRotation
+from edgekv.runtime.kv_codec import KVCodec
 from edgekv.runtime.mrope import MRopeSlots
 
 EMPTY = -1  # orig_pos of an empty slot
@@ -65,6 +66,9 @@ class KVCache:
     # snapshot: the views carry the contents, the scratch rows nothing.
     buffers: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
                                                           metadata={"snapshot": False})
+    # int8 caches (manifest `kv_quant`): keys and values hold q, the value is q * scale. Fixed
+    # for the bundle, so not part of a snapshot.
+    codec: KVCodec | None = field(default=None, repr=False, metadata={"snapshot": False})
 
     @classmethod
     def allocate(
@@ -261,12 +265,15 @@ class KVCache:
         protected: bool | np.ndarray = False,
         place: np.ndarray | None = None,
         rotated: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+        stored_values: np.ndarray | None = None,
     ) -> None:
         """Store a chunk's K/V ([L, Hkv, c, D]) at `slots` ([L, Hkv, c]).
 
         `rotated`: the chunk's keys as the graph already rotated them, and the positions
         [L, c] it rotated them to (StepOutput.rotated_keys); rotated-key caches store those
         where the positions are the ones wanted, instead of rotating `new_keys` again.
+        `stored_values`: the chunk's values as the cache stores them (StepOutput.stored_values),
+        which int8 caches take instead of quantizing `new_values` again.
         """
         layer, head = self.heads[0][..., None], self.heads[1][..., None]
         positions = np.asarray(positions, dtype=np.int64)
@@ -283,8 +290,10 @@ class KVCache:
             new_rank = self.n_valid[..., None] + (0 if c == 1 else np.arange(c))
             self.rank[layer, head, slots] = new_rank
         if self.rotation is None:
-            self.keys[layer, head, slots] = new_keys
-        self.values[layer, head, slots] = new_values
+            self.keys[layer, head, slots] = self._stored(new_keys, layer)
+        if stored_values is None or stored_values.dtype != self.values.dtype:
+            stored_values = self._stored(new_values, layer, values=True)
+        self.values[layer, head, slots] = stored_values
         self.orig_pos[layer, head, slots] = positions
         self.count[layer, head, slots] = 1
         self.score[layer, head, slots] = 0.0 if score is None else score
@@ -305,9 +314,9 @@ class KVCache:
                 at = new_rank if in_order else self.rank[layer, head, slots]
             pos = self.rotation.write_pos(at, layer, head)
             done, done_pos = rotated
-            if done is None or not np.array_equal(pos, np.broadcast_to(done_pos[:, None],
-                                                                       pos.shape)):
-                done = self.rotation.place(new_keys, pos)
+            if done is None or done.dtype != self.keys.dtype or not np.array_equal(
+                    pos, np.broadcast_to(done_pos[:, None], pos.shape)):
+                done = self._stored(self.rotation.place(new_keys, pos), layer)
             self.keys[layer, head, slots] = done
             self.rotation.key_pos[layer, head, slots] = pos
             if c == 1:
@@ -329,25 +338,40 @@ class KVCache:
         n = self.count[layer, head, slot].astype(np.float32)[:, None]
         at = (layer, head, slot)
         for buf, new in ((self.keys, new_keys), (self.values, new_values)):
-            old = (self.prerope_keys(at) if buf is self.keys else buf[at]).astype(np.float32)
-            mean = ((old * n + new[layer, head]) / (n + 1)).astype(buf.dtype)
-            if buf is self.keys and self.rotation is not None:
+            is_keys = buf is self.keys
+            old = self.prerope_keys(at) if is_keys else self._read(buf[at], layer, values=True)
+            mean = (old.astype(np.float32) * n + new[layer, head]) / (n + 1)
+            if is_keys and self.rotation is not None:
                 mean = self.rotation.place(mean, self.rotation.key_pos[at])
-            buf[at] = mean
+            buf[at] = self._stored(mean, layer, values=not is_keys)
         self.count[layer, head, slot] += 1
         self.bias[layer, head, slot] = np.log(self.count[layer, head, slot])
+        if self.rotation is not None:  # a merged sink is not the key its float copy holds
+            self.rotation.sinks_exact = None
 
     def prerope_keys(self, index: tuple[np.ndarray, ...]) -> np.ndarray:
         """`keys[index]` before RoPE, whichever way the cache stores them."""
+        keys = self._read(self.keys[index], index[0])
         if self.rotation is None:
-            return self.keys[index]
-        return self.rotation.unplace(self.keys[index], self.rotation.key_pos[index])
+            return keys
+        return self.rotation.unplace(keys, self.rotation.key_pos[index])
+
+    def _stored(self, x: np.ndarray, layer: np.ndarray, values: bool = False) -> np.ndarray:
+        """K/V of layers `layer` as the cache stores them (int8 caches: encoded)."""
+        if self.codec is None:
+            return x
+        return self.codec.encode(x, layer, values)
+
+    def _read(self, stored: np.ndarray, layer: np.ndarray, values: bool = False) -> np.ndarray:
+        if self.codec is None:
+            return stored
+        return self.codec.decode(stored, layer, values)
 
     def align_keys(self, slot_pos: np.ndarray, chunk_end: int) -> np.ndarray:
         """Rotated-key caches: turn the keys that must move (KeyRotation.align); returns the
         graph's pos_shift."""
         shift = self.rotation.align(self.keys, self.orig_pos, EMPTY, slot_pos, chunk_end,
-                                    self.heads, self.rank_drop)
+                                    self.heads, self.rank_drop, self.codec)
         if self.rank_drop is None:
             self.rank_drop = np.full(self.n_valid.shape, NO_DROP, dtype=self.rank.dtype)
         else:

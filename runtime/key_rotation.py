@@ -45,6 +45,11 @@ class KeyRotation:
     # Memos of a streaming step, each checked before use: the flat indices of the keys the
     # last step turned (the sinks), and (delta, gain, cos, sin) of the last uniform turn.
     sinks_turned: np.ndarray | None = field(default=None, repr=False)
+    # int8 caches: the sinks_turned keys in float, where the last step turned them to, and
+    # the stream positions they belong to (checked). Turned from the int8 keys at every step,
+    # a sink would be rounded again each time and drift; from this copy it is rounded once
+    # more than the other keys, at its first turn.
+    sinks_exact: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     trig: tuple[int, float, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @classmethod
@@ -102,12 +107,13 @@ class KeyRotation:
 
     def align(self, keys: np.ndarray, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
               chunk_end: int, heads: tuple[np.ndarray, np.ndarray],
-              rank_drop: np.ndarray | None = None) -> np.ndarray:
+              rank_drop: np.ndarray | None = None, codec: Any = None) -> np.ndarray:
         """Re-rotate what must move so every valid key (orig_pos != empty) sits at slot_pos +
         shift; the new shift [L, Hkv] (pos_shift). `chunk_end`: one past the chunk's last
         position. `heads`: the cache's sparse (layer, head) index (KVCache.heads). `rank_drop`
         [L, Hkv]: the rank each head dropped since the last call, when that is all that
-        changed (KVCache.rank_drop); None: the whole cache is checked."""
+        changed (KVCache.rank_drop); None: the whole cache is checked. `codec`: the int8
+        cache's KVCodec (keys are then int8), None for float caches."""
         if not self.by_rank:
             return self.shift  # stream positions never move: keys stay where they were written
         # Each head follows its newest key: when older tokens are evicted, the recent ranks
@@ -135,11 +141,28 @@ class KeyRotation:
             at = np.unravel_index(flat, orig_pos.shape)
             if delta is None:
                 delta = slot_pos[at] + shift[at[:2]] - self.key_pos[at]
-            keys[at] = self.turn(keys[at], delta)
+            if codec is None:
+                keys[at] = self.turn(keys[at], delta)
+            else:
+                keys[at] = self._turn_int8(keys, at, flat, orig_pos, delta, codec)
             self.key_pos[at] += delta
             self.rotated += len(at[0])
         self.shift[...] = shift
         return self.shift
+
+    def _turn_int8(self, keys: np.ndarray, at: tuple[np.ndarray, ...], flat: np.ndarray,
+                   orig_pos: np.ndarray, delta: np.ndarray | int, codec: Any) -> np.ndarray:
+        """The int8 keys at `at` turned by `delta`: decoded, turned in float, encoded. The
+        sinks a streaming step turns again start from their float copy (`sinks_exact`)."""
+        tokens = orig_pos[at]
+        exact = self.sinks_exact
+        if exact is not None and flat is self.sinks_turned and np.array_equal(exact[1], tokens):
+            start = exact[0]
+        else:
+            start = codec.decode(keys[at], at[0])
+        turned = self.turn(start, delta)
+        self.sinks_exact = (turned, tokens) if flat is self.sinks_turned else None
+        return codec.encode(turned, at[0])
 
     def _off_place(self, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
                    shift: np.ndarray, rank_drop: np.ndarray | None

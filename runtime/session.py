@@ -19,6 +19,7 @@ from edgekv.runtime.backends import Backend, make_backend
 from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.cache import TEXT, KVCache
 from edgekv.runtime.errors import BudgetError, BundleError
+from edgekv.runtime.kv_codec import KVCodec
 from edgekv.runtime.policies import Policy, make_policy
 from edgekv.runtime.policies.base import Chunk
 from edgekv.runtime.sampler import Sampler
@@ -85,11 +86,16 @@ class Session:
                 "--no-attn-mass; use streaming, window or full, or re-export without it")
         d = m.dims
         cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim,
-                                 bundle.kv_dtype, budget=budget,
+                                 bundle.cache_dtype, budget=budget,
                                  mrope=m.position_scheme == "mrope", scratch_rows=m.scratch_rows)
+        cache.codec = KVCodec.from_manifest(m)
         position_mode = position_mode or m.position_mode
         key_rotation.attach(cache, m, position_mode)
         chosen = make_backend(backend, bundle, cache, threads, say)
+        if m.kv_quant and chosen.name != "ort":
+            raise BundleError(
+                f"this bundle's KV cache is {m.kv_quant} (GroupQueryAttention reads it), which "
+                f"the {chosen.name} backend does not run; use --backend ort")
         if m.key_rope == "cached" and chosen.name not in ROTATED_KEY_BACKENDS:
             raise BundleError(
                 f"this bundle caches keys rotated (key_rope 'cached'), which the {chosen.name} "
@@ -142,7 +148,7 @@ class Session:
         self.policy.admit(self.cache, Chunk(out.new_keys, out.new_values, positions,
                                             out.attn_mass[..., capacity:], modality, group,
                                             protected, place, out.rotated_keys,
-                                            out.rotated_pos))
+                                            out.rotated_pos, out.stored_values))
         if self.cache.mrope is not None:
             self.cache.mrope.record(self.cache.orig_pos, positions, mpos, extent)
             self.mrope_next = max(self.mrope_next, int((mpos[0] + extent).max()))

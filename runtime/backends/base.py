@@ -19,6 +19,9 @@ class StepOutput:
     # where the graph does not (the runtime then rotates `new_keys`).
     rotated_keys: np.ndarray | None = None
     rotated_pos: np.ndarray | None = None
+    # ... and the chunk's values as the cache stores them (int8 caches: quantized), [L, Hkv,
+    # c, D]; None where the graph writes none.
+    stored_values: np.ndarray | None = None
 
 
 class Backend(Protocol):

@@ -95,10 +95,12 @@ class OrtBackend:
         if (c, rows) not in self._outputs:
             dims, cache = self._dims, self.cache
             kv = (dims.num_layers, dims.num_kv_heads, c, dims.head_dim)
+            # the graph's new K/V are float even where the cache is int8 (KVCodec)
+            kv_dtype = cache.keys.dtype if cache.codec is None else np.float32
             self._outputs[c, rows] = StepOutput(
                 logits=np.empty((1, rows, dims.vocab_size), dtype=np.float32),
-                new_keys=np.empty(kv, dtype=cache.keys.dtype),
-                new_values=np.empty(kv, dtype=cache.values.dtype),
+                new_keys=np.empty(kv, dtype=kv_dtype),
+                new_values=np.empty(kv, dtype=kv_dtype),
                 attn_mass=np.empty(kv[:2] + (cache.capacity + c,), dtype=np.float32),
             )
         return self._outputs[c, rows]
@@ -136,5 +138,6 @@ class OrtBackend:
         if self._gqa:  # the kernel left the chunk's rotated keys after the live rows
             live = self.cache.live_rows if self._live is not None else self.cache.capacity
             out.rotated_keys = self.cache.buffers[0][:, :, live:live + c]
+            out.stored_values = self.cache.buffers[1][:, :, live:live + c]
             out.rotated_pos = chunk_pos[None] + slot_pos[:, :1]  # each layer's shift
         return out

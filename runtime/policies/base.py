@@ -37,6 +37,7 @@ class Chunk:
     # None if it did not (StepOutput.rotated_keys).
     rotated_keys: np.ndarray | None = None
     rotated_pos: np.ndarray | None = None
+    stored_values: np.ndarray | None = None  # StepOutput.stored_values
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -84,7 +85,8 @@ class Policy:
         cache.write(cache.free_slots(len(chunk)), chunk.new_keys, chunk.new_values,
                     chunk.positions, score=chunk.chunk_mass, modality=chunk.modality,
                     group=chunk.group, protected=chunk.protected, place=chunk.place,
-                    rotated=(chunk.rotated_keys, chunk.rotated_pos))
+                    rotated=(chunk.rotated_keys, chunk.rotated_pos),
+                    stored_values=chunk.stored_values)
 
     def params(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}

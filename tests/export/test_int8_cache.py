@@ -1,0 +1,106 @@
+"""`--kv-cache int8`: GroupQueryAttention over an int8 cache with per-layer scales, against the
+same bundle with a float cache, through a stream far past the budget."""
+
+import numpy as np
+import pytest
+
+from edgekv.export.exporter import ExportOptions
+from edgekv.runtime.bundle import Bundle
+from edgekv.runtime.errors import EdgeKVError
+from edgekv.runtime.kv_codec import KVCodec
+from edgekv.runtime.session import Session
+
+BUDGET, CHUNK = 48, 8
+GQA = dict(key_rope="cached", attention="gqa", attn_mass=False)
+
+
+def _pair(tiny_bundle, family: str = "llama") -> tuple[Bundle, Bundle]:
+    return (Bundle.open(tiny_bundle(family, budget=BUDGET, chunk=CHUNK, **GQA)),
+            Bundle.open(tiny_bundle(family, budget=BUDGET, chunk=CHUNK, kv_cache="int8", **GQA)))
+
+
+def _stream(bundle: Bundle, tokens: int = 130) -> tuple[list[np.ndarray], Session]:
+    session = Session.open(bundle, policy="streaming")
+    ids = (np.arange(tokens) * 7 + 3) % 500
+    out = [session.step(bundle.embed(ids[i:i + CHUNK])).copy() for i in range(0, 40, CHUNK)]
+    out += [session.step(bundle.embed(ids[i:i + 1])).copy() for i in range(40, tokens)]
+    return out, session
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])  # qwen3: q/k norms before the kernel
+def test_an_int8_cache_follows_the_float_cache(tiny_bundle, family):
+    floats, int8 = _pair(tiny_bundle, family)
+    m = int8.manifest
+    assert m.kv_quant == "int8" and len(m.kv_scales) == m.dims.num_layers
+    assert all(k > 0 and v > 0 for k, v in m.kv_scales)
+    assert "kv_int8_vs_hf" in m.validation
+    want, _ = _stream(floats)
+    got, session = _stream(int8)
+    assert session.cache.keys.dtype == np.int8 and session.cache.evictions > 50
+    scale = max(np.abs(w).max() for w in want)
+    worst = max(np.abs(w - g).max() for w, g in zip(want, got, strict=True))
+    assert 0 < worst < 0.05 * scale  # quantized, so not equal; near
+    agree = np.mean([np.argmax(w[-1]) == np.argmax(g[-1]) for w, g in zip(want, got, strict=True)])
+    assert agree >= 0.9
+
+
+def test_every_cached_token_is_rounded_once(tiny_bundle):
+    """Layer 0's K/V depend on the token alone, so both caches hold the same ones there: the
+    int8 cache, decoded, is the float cache rounded once (half a step at most). The sinks are
+    turned at every one of ~90 evictions; their float copy is taken from the int8 key at the
+    first turn, so they are rounded twice (under 1.25 steps), never more: rounded again at
+    each turn, they would drift."""
+    floats, int8 = _pair(tiny_bundle)
+    _, want = _stream(floats)
+    _, got = _stream(int8)
+    cache, codec = got.cache, got.cache.codec
+    valid = cache.valid[0]
+    assert np.array_equal(valid, want.cache.valid[0]) and cache.rotation.rotated > 200
+    key_pos = cache.rotation.key_pos[0]
+    assert np.array_equal(key_pos[valid], want.cache.rotation.key_pos[0][valid])
+    sinks = valid & (cache.rank[0] < 4)  # streaming's sinks, turned at every step
+    for stored, wanted, scale, values in ((cache.keys, want.cache.keys, codec.k_scale, False),
+                                          (cache.values, want.cache.values, codec.v_scale, True)):
+        steps = np.abs(codec.decode(stored[0], 0, values) - wanted[0]).max(-1) / scale[0]
+        assert steps[valid & ~sinks].max() <= 0.5 * 1.01
+        assert steps[sinks].max() <= 1.25
+
+
+def test_the_kernel_rounds_as_the_runtime_does(tiny_bundle):
+    _, int8 = _pair(tiny_bundle)
+    session = Session.open(int8, policy="streaming")
+    session.feed(np.arange(BUDGET) % 500)
+    out = session.backend.run(int8.embed(np.arange(3)), *_inputs(session, 3))
+    codec = session.cache.codec
+    assert out.stored_values.dtype == np.int8
+    layer = np.arange(int8.manifest.dims.num_layers)[:, None, None]
+    assert np.array_equal(out.stored_values, codec.encode(out.new_values, layer, values=True))
+
+
+def _inputs(session: Session, c: int) -> tuple[np.ndarray, ...]:
+    slot_pos, slot_bias, chunk_pos = session.cache.graph_inputs(np.arange(c), "cache")
+    shift = session.cache.align_keys(slot_pos, int(chunk_pos[-1]) + 1)
+    return chunk_pos, shift, slot_bias, np.zeros(c, np.float32)
+
+
+def test_codec_rounds_to_nearest_and_saturates():
+    codec = KVCodec(np.array([0.5, 2.0], np.float32), np.array([1.0, 1.0], np.float32))
+    x = np.array([[0.74, -0.76, 1000.0, -1000.0], [0.74, 3.1, -3.1, 300.0]], np.float32)
+    q = codec.encode(x, np.arange(2))
+    assert q.tolist() == [[1, -2, 127, -128], [0, 2, -2, 127]]
+    assert np.allclose(codec.decode(q, np.arange(2)), q * np.array([[0.5], [2.0]]))
+
+
+@pytest.mark.parametrize("options", [dict(attention="graph"), dict(attn_mass=True),
+                                     dict(dtype="fp16")])
+def test_int8_cache_needs_the_kernel_without_the_mass(options):
+    settings = dict(key_rope="cached", attention="gqa", attn_mass=False, kv_cache="int8")
+    with pytest.raises(EdgeKVError, match="--kv-cache int8"):
+        ExportOptions(**{**settings, **options}).check()
+
+
+def test_other_backends_refuse_an_int8_cache(tiny_bundle):
+    _, int8 = _pair(tiny_bundle)
+    with pytest.raises(EdgeKVError, match="int8"):
+        Session.open(int8, policy="streaming", backend="torch")
+
