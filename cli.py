@@ -60,7 +60,7 @@ def _plan_of(manifest: object):  # noqa: ANN202 - MemoryPlan, imported lazily
     m = manifest
     vision = m.vision.weights_bytes if m.vision is not None else 0  # type: ignore[attr-defined]
     return plan(m.dims, m.budget, m.chunk, m.dtype, vision=vision,  # type: ignore[attr-defined]
-                scratch_rows=m.scratch_rows)  # type: ignore[attr-defined]
+                scratch_rows=m.scratch_rows, kv_quant=m.kv_quant)  # type: ignore[attr-defined]
 
 
 def _pair(text: str | None, flag: str) -> tuple[int, int] | None:
@@ -153,8 +153,8 @@ def _open_session(args: argparse.Namespace):  # noqa: ANN202 - Session, imported
     phases.mark("load")
     bundle = Bundle.open(args.bundle)
     m = bundle.manifest
-    phases.record_plan(plan(m.dims, m.budget, m.chunk, m.dtype,
-                            scratch_rows=m.scratch_rows).rows())
+    phases.record_plan(plan(m.dims, m.budget, m.chunk, m.dtype, scratch_rows=m.scratch_rows,
+                            kv_quant=m.kv_quant).rows())
     say = _say if args.command == "run" else None  # `run` says which backend `auto` chose
     return Session.open(bundle, policy=args.policy, backend=args.backend,
                         budget=getattr(args, "budget", None), threads=args.threads, say=say)

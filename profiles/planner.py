@@ -58,8 +58,10 @@ def weight_bytes(d: DecoderDims, dtype: str) -> int:
     return int(layers * (0.5 + 4.5 / 32)) + embed * 4 + int(embed * (1 + 4 / 32))
 
 
-def kv_bytes(d: DecoderDims, budget: int, dtype: str) -> int:
-    return 2 * d.num_layers * d.num_kv_heads * budget * d.head_dim * BYTES[dtype]
+def kv_bytes(d: DecoderDims, budget: int, dtype: str, kv_quant: str = "") -> int:
+    """K and V of every slot; `kv_quant` "int8" (manifest): one byte each."""
+    per_value = 1 if kv_quant == "int8" else BYTES[dtype]
+    return 2 * d.num_layers * d.num_kv_heads * budget * d.head_dim * per_value
 
 
 def activation_bytes(d: DecoderDims, budget: int, chunk: int, dtype: str) -> int:
@@ -76,14 +78,14 @@ def activation_bytes(d: DecoderDims, budget: int, chunk: int, dtype: str) -> int
 
 def plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
          overhead: int = RUNTIME_OVERHEAD, workspace: int = 0, vision: int = 0,
-         scratch_rows: int = 0) -> MemoryPlan:
+         scratch_rows: int = 0, kv_quant: str = "") -> MemoryPlan:
     """`scratch_rows`: cache rows after the budget (fused-attention bundles, manifest
-    `scratch_rows`), part of the KV buffer."""
+    `scratch_rows`), part of the KV buffer. `kv_quant`: the manifest's (int8 caches)."""
     if dtype not in BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; the planner knows {', '.join(BYTES)}")
     return MemoryPlan(
         weights=weight_bytes(d, dtype),
-        kv_cache=kv_bytes(d, budget + scratch_rows, dtype),
+        kv_cache=kv_bytes(d, budget + scratch_rows, dtype, kv_quant),
         activations=activation_bytes(d, budget, chunk, dtype),
         overhead=overhead,
         workspace=workspace,

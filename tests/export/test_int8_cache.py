@@ -104,3 +104,16 @@ def test_other_backends_refuse_an_int8_cache(tiny_bundle):
     with pytest.raises(EdgeKVError, match="int8"):
         Session.open(int8, policy="streaming", backend="torch")
 
+
+
+def test_the_memory_plan_counts_the_int8_cache(tiny_bundle):
+    from edgekv.profiles.planner import plan
+
+    floats, int8 = _pair(tiny_bundle)
+    for bundle in (floats, int8):
+        m = bundle.manifest
+        cache = Session.open(bundle, policy="streaming").cache
+        kv = plan(m.dims, m.budget, m.chunk, m.dtype, scratch_rows=m.scratch_rows,
+                  kv_quant=m.kv_quant).kv_cache
+        assert kv == sum(b.nbytes for b in cache.buffers)
+    assert int8.manifest.kv_quant and cache.keys.dtype == np.int8
