@@ -117,3 +117,11 @@ def test_the_memory_plan_counts_the_int8_cache(tiny_bundle):
                   kv_quant=m.kv_quant).kv_cache
         assert kv == sum(b.nbytes for b in cache.buffers)
     assert int8.manifest.kv_quant and cache.keys.dtype == np.int8
+
+
+def test_the_decode_bound_reads_one_byte_per_cached_value(tiny_bundle):
+    from edgekv.tools.bench.membw import bundle_decode_bytes
+
+    floats, int8 = _pair(tiny_bundle)
+    float_kv, int8_kv = (bundle_decode_bytes(b.path).kv for b in (floats, int8))
+    assert float_kv == 4 * int8_kv > 0

@@ -69,9 +69,10 @@ def bundle_decode_bytes(bundle_dir: str | Path) -> DecodeBytes:
     m = load_manifest(bundle_dir, verify=False)
     weights = graph_weight_bytes(bundle_dir / m.graphs["decoder"])
     kv_itemsize = np.dtype({"fp32": np.float32, "fp16": np.float16}.get(m.dtype, np.float32))
+    per_value = 1 if m.kv_quant == "int8" else kv_itemsize.itemsize  # an int8 cache
     d = m.dims
     return DecodeBytes(weights, kv_bytes(d.num_layers, d.num_kv_heads, m.budget, d.head_dim,
-                                         kv_itemsize.itemsize))
+                                         per_value))
 
 
 def graph_weight_bytes(onnx_path: Path) -> int:
