@@ -346,8 +346,8 @@ class KVCache:
             buf[at] = self._stored(mean, layer, values=not is_keys)
         self.count[layer, head, slot] += 1
         self.bias[layer, head, slot] = np.log(self.count[layer, head, slot])
-        if self.rotation is not None:  # a merged sink is not the key its float copy holds
-            self.rotation.sinks_exact = None
+        if self.rotation is not None:  # a merged key is not the one its float copy holds
+            self.rotation.turned_exact = None
 
     def prerope_keys(self, index: tuple[np.ndarray, ...]) -> np.ndarray:
         """`keys[index]` before RoPE, whichever way the cache stores them."""

@@ -45,11 +45,13 @@ class KeyRotation:
     # Memos of a streaming step, each checked before use: the flat indices of the keys the
     # last step turned (the sinks), and (delta, gain, cos, sin) of the last uniform turn.
     sinks_turned: np.ndarray | None = field(default=None, repr=False)
-    # int8 caches: the sinks_turned keys in float, where the last step turned them to, and
-    # the stream positions they belong to (checked). Turned from the int8 keys at every step,
-    # a sink would be rounded again each time and drift; from this copy it is rounded once
-    # more than the other keys, at its first turn.
-    sinks_exact: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    # int8 caches: the keys the last turn turned, in float, where it turned them to: (flat
+    # indices, ascending; the stream positions they hold, checked; keys [n, D]). Turned from
+    # the int8 keys every time, a sink would be rounded again at each eviction and drift (a
+    # 32k-token stream at budget 512: perplexity 23 -> 79); from this copy a key is rounded
+    # once more than the others, at its first turn.
+    turned_exact: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None,
+                                                                           repr=False)
     trig: tuple[int, float, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @classmethod
@@ -152,16 +154,21 @@ class KeyRotation:
 
     def _turn_int8(self, keys: np.ndarray, at: tuple[np.ndarray, ...], flat: np.ndarray,
                    orig_pos: np.ndarray, delta: np.ndarray | int, codec: Any) -> np.ndarray:
-        """The int8 keys at `at` turned by `delta`: decoded, turned in float, encoded. The
-        sinks a streaming step turns again start from their float copy (`sinks_exact`)."""
+        """The int8 keys at `at` (flat indices `flat`, ascending) turned by `delta`: decoded,
+        turned in float, encoded. Keys the last turn turned start from their float copy
+        (`turned_exact`): a streaming cache turns its sinks at every eviction."""
         tokens = orig_pos[at]
-        exact = self.sinks_exact
-        if exact is not None and flat is self.sinks_turned and np.array_equal(exact[1], tokens):
-            start = exact[0]
+        exact = self.turned_exact
+        if exact is not None and exact[0] is flat and np.array_equal(exact[1], tokens):
+            start = exact[2]  # a decode step turning the sinks it turned last time
         else:
             start = codec.decode(keys[at], at[0])
+            if exact is not None and exact[0].size:
+                where = np.minimum(np.searchsorted(exact[0], flat), exact[0].size - 1)
+                same = (exact[0][where] == flat) & (exact[1][where] == tokens)
+                start[same] = exact[2][where[same]]
         turned = self.turn(start, delta)
-        self.sinks_exact = (turned, tokens) if flat is self.sinks_turned else None
+        self.turned_exact = (flat, tokens, turned)
         return codec.encode(turned, at[0])
 
     def _off_place(self, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
