@@ -341,19 +341,8 @@ def _ship_compute(proto: Any, tmp: Path, manifest: Manifest, options: ExportOpti
     onnx.save_model(proto, tmp / manifest.graphs["decoder"])
     manifest = manifest.with_files(tmp)
     manifest.save(tmp)
-    if reference is not None and manifest.validation is not None:
-        from edgekv.export.validate import max_diff
-
-        drift = max_diff(tmp, ids, reference)
-        bound = INT8_COMPUTE_DRIFT * float(np.abs(reference).max())
-        log(f"validation: {options.int4_compute} compute moves logits by {drift:.2e} vs HF "
-            f"(refused above {bound:.2e})")
-        if not drift <= bound:
-            raise ModelError(f"int4 bundle with {options.int4_compute} compute differs from "
-                             f"the HF model by {drift:.3e} > {bound:.3e}; bundle not written")
-        manifest = replace(manifest, validation={**manifest.validation, "compute_vs_hf": drift})
-        manifest.save(tmp)
-    return manifest
+    return _record_drift(tmp, manifest, reference, ids, log, "compute_vs_hf",
+                         f"{options.int4_compute} compute")
 
 
 def _ship_int8_cache(proto: Any, tmp: Path, manifest: Manifest, tokenizer: Any,
@@ -369,18 +358,26 @@ def _ship_int8_cache(proto: Any, tmp: Path, manifest: Manifest, tokenizer: Any,
     onnx.save_model(proto, tmp / manifest.graphs["decoder"])
     manifest = replace(manifest, kv_quant="int8", kv_scales=scales).with_files(tmp)
     manifest.save(tmp)
-    if reference is not None and manifest.validation:
-        from edgekv.export.validate import max_diff
+    return _record_drift(tmp, manifest, reference, ids, log, "kv_int8_vs_hf", "the int8 KV cache")
 
-        drift = max_diff(tmp, ids, reference)
-        bound = INT8_COMPUTE_DRIFT * float(np.abs(reference).max())
-        log(f"validation: the int8 KV cache moves logits by {drift:.2e} vs HF "
-            f"(refused above {bound:.2e})")
-        if not drift <= bound:
-            raise ModelError(f"bundle with an int8 KV cache differs from the HF model by "
-                             f"{drift:.3e} > {bound:.3e}; bundle not written")
-        manifest = replace(manifest, validation={**manifest.validation, "kv_int8_vs_hf": drift})
-        manifest.save(tmp)
+
+def _record_drift(tmp: Path, manifest: Manifest, reference: np.ndarray | None, ids: list[int],
+                  log: Log, key: str, what: str) -> Manifest:
+    """With the HF `reference` logits (validation), measure how far the rewritten bundle at
+    `tmp` moved from HF, record it in the manifest's validation as `key`, and refuse a gross
+    difference (a quarter of the largest logit)."""
+    if reference is None or not manifest.validation:
+        return manifest
+    from edgekv.export.validate import max_diff
+
+    drift = max_diff(tmp, ids, reference)
+    bound = INT8_COMPUTE_DRIFT * float(np.abs(reference).max())
+    log(f"validation: {what} moves logits by {drift:.2e} vs HF (refused above {bound:.2e})")
+    if not drift <= bound:
+        raise ModelError(f"bundle with {what} differs from the HF model by {drift:.3e} > "
+                         f"{bound:.3e}; bundle not written")
+    manifest = replace(manifest, validation={**manifest.validation, key: drift})
+    manifest.save(tmp)
     return manifest
 
 
