@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from edgekv.export.manifest import LIVE_ROWS, LM_HEAD, LOGIT_ROWS, POS_SHIFT, Manifest
 from edgekv.runtime.backends.base import StepOutput
+from edgekv.runtime.bundle import NUMPY_DTYPES
 from edgekv.runtime.cache import KVCache
 
 
@@ -83,6 +84,7 @@ class OrtBackend:
             self.binding.bind_ortvalue_input(LM_HEAD, self._shared)
         self._outputs: dict[tuple[int, int], StepOutput] = {}
         self._dims = manifest.dims
+        self._kv_dtype = NUMPY_DTYPES[manifest.dtype]  # new K/V: the graph's dtype, any cache
         self._rows = manifest.inputs.get(LOGIT_ROWS)  # None: the graph gives every row
         self._gqa = manifest.attention == "gqa"
         self._live = manifest.inputs.get(LIVE_ROWS)  # None: the graph attends to every slot
@@ -95,12 +97,10 @@ class OrtBackend:
         if (c, rows) not in self._outputs:
             dims, cache = self._dims, self.cache
             kv = (dims.num_layers, dims.num_kv_heads, c, dims.head_dim)
-            # the graph's new K/V are float even where the cache is int8 (KVCodec)
-            kv_dtype = cache.keys.dtype if cache.codec is None else np.float32
             self._outputs[c, rows] = StepOutput(
                 logits=np.empty((1, rows, dims.vocab_size), dtype=np.float32),
-                new_keys=np.empty(kv, dtype=kv_dtype),
-                new_values=np.empty(kv, dtype=kv_dtype),
+                new_keys=np.empty(kv, dtype=self._kv_dtype),
+                new_values=np.empty(kv, dtype=self._kv_dtype),
                 attn_mass=np.empty(kv[:2] + (cache.capacity + c,), dtype=np.float32),
             )
         return self._outputs[c, rows]
