@@ -112,7 +112,6 @@ def test_other_backends_refuse_an_int8_cache(tiny_bundle):
         Session.open(int8, policy="streaming", backend="torch")
 
 
-
 def test_the_memory_plan_counts_the_int8_cache(tiny_bundle):
     from edgekv.profiles.planner import plan
 
