@@ -63,8 +63,10 @@ class KeyRotation:
                    np.array(0, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
                    np.array(per_layer))
 
-    def turn(self, keys: np.ndarray, delta: np.ndarray | int, gain: float = 1.0) -> np.ndarray:
-        """`keys` [..., D] rotated by `delta` [...] positions (rotate-half layout), times gain."""
+    def turn(self, keys: np.ndarray, delta: np.ndarray | int, gain: float = 1.0,
+             wide: bool = True) -> np.ndarray:
+        """`keys` [..., D] rotated by `delta` [...] positions (rotate-half layout), times gain;
+        computed in float64 (`wide`) or in the keys' own float type."""
         half = keys.shape[-1] // 2
         if not isinstance(delta, int):
             delta = np.asarray(delta, dtype=np.int64)
@@ -80,7 +82,9 @@ class KeyRotation:
             sin = (np.sin(angle) * gain)[which]
         # Halves updated in place: a gather of the swapped halves took 440 us for 360 keys on
         # caches cold from the graph, these two slices 171 us.
-        x = keys.astype(np.float64)
+        x = keys.astype(np.float64) if wide else keys
+        if not wide:
+            cos, sin = cos.astype(keys.dtype), sin.astype(keys.dtype)
         out = x * cos
         out[..., :half] -= x[..., half:] * sin
         out[..., half:] += x[..., :half] * sin
@@ -167,7 +171,9 @@ class KeyRotation:
                 where = np.minimum(np.searchsorted(exact[0], flat), exact[0].size - 1)
                 same = (exact[0][where] == flat) & (exact[1][where] == tokens)
                 start[same] = exact[2][where[same]]
-        turned = self.turn(start, delta)
+        # float32: the result is rounded to 1/127 of the layer's range right after (float64
+        # cost ~100 us more a decode step, for the streaming sinks)
+        turned = self.turn(start, delta, wide=False)
         self.turned_exact = (flat, tokens, turned)
         return codec.encode(turned, at[0])
 
