@@ -487,8 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "full run such a bundle)")
     p.add_argument("--kv-cache", default="float", choices=["float", "int8"],
                    help="int8: the cache holds int8 K/V with a scale per layer, calibrated at "
-                   "export (a decode step reads a quarter of the bytes; a prompt's chunks are "
-                   "slower on CPU). Needs --attention gqa --no-attn-mass")
+                   "export (a decode step reads a quarter of the bytes; a chunk dequantizes the "
+                   "rows it attends to). Needs --attention gqa --no-attn-mass")
     p.add_argument("--packed-lm-head", action="store_true",
                    help="tied embeddings, --target ort: ONNX Runtime packs its own copy of the "
                    "lm_head (a faster product, the same peak memory here; default: the lm_head "

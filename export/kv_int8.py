@@ -64,7 +64,7 @@ def quantize_cache_io(model: onnx.ModelProto, scales: list[list[float]]) -> None
     totals = {n.input[6] for n in nodes}
     if len(totals) != 1:
         raise ValueError(f"GroupQueryAttention nodes disagree on total_sequence_length: {totals}")
-    shared = _row_split(graph, totals.pop())
+    shared = _row_split(graph, totals.pop(), list(graph.node).index(nodes[0]))
     cache_names = set()
     for i, (node, (k_scale, v_scale)) in enumerate(zip(nodes, scales, strict=True)):
         cache_names.update([node.input[3], node.input[4], node.output[1], node.output[2]])
@@ -87,10 +87,13 @@ def quantize_cache_io(model: onnx.ModelProto, scales: list[list[float]]) -> None
             value.type.tensor_type.elem_type = TensorProto.INT8
 
 
-def _row_split(graph: onnx.GraphProto, total: str) -> dict[str, str]:
-    """Main-graph values every layer's If reads: `one_row` (the chunk is one token), and as
-    [1] int64 `live` (rows already cached) and `total` (live + the chunk's rows)."""
-    embeds = graph.input[0].name  # inputs_embeds [1, c, H]
+def _row_split(graph: onnx.GraphProto, total: str, at: int) -> dict[str, str]:
+    """Main-graph values every layer's If reads, computed at node `at` (the first layer's
+    attention, where `total` exists): `one_row` (the chunk is one token), and as [1] int64
+    `live` (rows already cached) and `total` (live + the chunk's rows)."""
+    embeds = "inputs_embeds"  # [1, c, H]
+    if embeds not in {i.name for i in graph.input}:
+        raise ValueError("the decoder graph has no inputs_embeds input")
     out = {k: f"kv_int8.{k}" for k in ("one_row", "live", "total", "rows", "zero", "axis",
                                         "end", "q_zero")}
     graph.initializer.extend([
@@ -109,7 +112,7 @@ def _row_split(graph: onnx.GraphProto, total: str) -> dict[str, str]:
         helper.make_node("Sub", [out["total"], out["rows"]], [out["live"]]),
     ]
     for n in reversed(head):
-        graph.node.insert(0, n)
+        graph.node.insert(at, n)
     return out
 
 

@@ -108,6 +108,27 @@ def test_a_chunk_attends_over_the_dequantized_cache(tiny_bundle):
     assert diffs[3] < 1e-5 < diffs[1]
 
 
+def test_the_int8_graph_keeps_nodes_in_order(tiny_bundle):
+    """ONNX wants every node after what it reads (ONNX Runtime sorts for itself; other tools
+    do not); the If nodes read values from before them, their branches read outer ones."""
+    import onnx
+
+    _, int8 = _pair(tiny_bundle)
+    graph = onnx.load(int8.path / int8.manifest.graphs["decoder"]).graph
+    known = {v.name for v in (*graph.input, *graph.initializer)} | {""}
+    branches = 0
+    for node in graph.node:
+        reads = list(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                branches += 1
+                inner = {o for n in attr.g.node for o in n.output}
+                reads += [i for n in attr.g.node for i in n.input if i not in inner]
+        assert set(reads) <= known, (node.name, set(reads) - known)
+        known.update(node.output)
+    assert branches == 2 * int8.manifest.dims.num_layers
+
+
 def _inputs(session: Session, c: int) -> tuple[np.ndarray, ...]:
     slot_pos, slot_bias, chunk_pos = session.cache.graph_inputs(np.arange(c), "cache")
     shift = session.cache.align_keys(slot_pos, int(chunk_pos[-1]) + 1)
