@@ -56,7 +56,8 @@ def quantize_cache_io(model: onnx.ModelProto, scales: list[list[float]]) -> None
     int8 cache. A chunk dequantizes the live rows and runs the float kernel: ONNX Runtime's
     CPU kernel dequantizes the whole cache once per query row, so a 64-token chunk over 2,048
     rows took 255 ms for 30 layers against 100 ms on a float cache; this way it takes ~130 ms
-    (docs/bench.md, "An int8 KV cache"). Both branches store the chunk's K/V rounded alike."""
+    (docs/bench.md, "A chunk through the float kernel"). Both branches store the chunk's K/V
+    rounded alike."""
     graph = model.graph
     nodes = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
     if len(nodes) != len(scales):

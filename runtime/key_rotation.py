@@ -82,9 +82,10 @@ class KeyRotation:
             sin = (np.sin(angle) * gain)[which]
         # Halves updated in place: a gather of the swapped halves took 440 us for 360 keys on
         # caches cold from the graph, these two slices 171 us.
-        x = keys.astype(np.float64) if wide else keys
-        if not wide:
-            cos, sin = cos.astype(keys.dtype), sin.astype(keys.dtype)
+        if wide:
+            x = keys.astype(np.float64)
+        else:
+            x, cos, sin = keys, cos.astype(keys.dtype), sin.astype(keys.dtype)
         out = x * cos
         out[..., :half] -= x[..., half:] * sin
         out[..., half:] += x[..., :half] * sin
