@@ -104,7 +104,6 @@ def test_a_chunk_attends_over_the_dequantized_cache(tiny_bundle):
         want = a.backend.run(floats.embed(ids[:c]), *_inputs(a, c)).logits.copy()
         got = b.backend.run(int8.embed(ids[:c]), *_inputs(b, c)).logits
         diffs[c] = float(np.abs(want - got).max() / np.abs(want).max())
-    print(diffs)
     assert diffs[3] < 1e-5 < diffs[1]
 
 
