@@ -6,8 +6,9 @@ Keys are stored before RoPE; `graph_inputs` tells the graph where to rotate each
 `rotation` (bundles whose `key_rope` is "cached") they are stored rotated instead, and
 `prerope_keys` gives policies the pre-RoPE form.
 
-Ranks (the order of stream positions inside each (layer, head)) and the slot bias are kept up
-to date incrementally: a decode step at budget 2048 must not pay for a sort of every head.
+Ranks (the order of stream positions inside each (layer, head), runtime/rank_order.py) and the
+slot bias are kept up to date incrementally: a decode step at budget 2048 must not pay for a
+sort of every head.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgekv.export.manifest import EMPTY_SLOT_BIAS
+from edgekv.runtime import huge_pages
 from edgekv.runtime.errors import BudgetError
 from edgekv.runtime.key_rotation import NO_DROP, KeyRotation
 from edgekv.runtime.kv_codec import KVCodec
 from edgekv.runtime.mrope import MRopeSlots
+from edgekv.runtime.rank_order import RankOrder
 
 EMPTY = -1  # orig_pos of an empty slot
 TEXT, IMAGE = 0, 1  # modality codes
@@ -42,10 +45,8 @@ class KVCache:
     budget: int  # usable slots: slots at index >= budget stay empty (experiments, lower budget)
     evictions: int = 0  # tokens evicted so far (counted in the fullest head)
     last_pos: int = EMPTY  # largest stream position ever written
-    # Order of orig_pos per head, 0 if empty. int16 where the capacity fits (int32 past
-    # that): a decode step rewrites it whole, and the narrower the faster (budget 2048, caches
-    # cold: int64 276 us, int32 163 us; int16 87 us against int32's 132 us in a later run).
-    rank: np.ndarray = field(default=None, repr=False)
+    # Order of orig_pos per head (`rank`), streaming evictions counted, not applied.
+    ranks: RankOrder = field(default=None, repr=False)
     bias: np.ndarray = field(default=None, repr=False)  # slot_bias: log(count) or EMPTY_SLOT_BIAS
     n_valid: np.ndarray = field(default=None, repr=False)  # [L, Hkv] occupied slots
     # M-RoPE bundles (Qwen2-VL): the 3 position components of each slot (runtime/mrope.py).
@@ -92,21 +93,29 @@ class KVCache:
         meta = (num_layers, num_kv_heads, capacity)
         rows = (num_layers, num_kv_heads, capacity + scratch_rows, head_dim)
         buffers = np.zeros(rows, dtype=dtype), np.zeros(rows, dtype=dtype)
+        # the per-slot table in huge pages: a decode step writes one slot of each in every head
+        orig_pos, count, score, protected, modality, group, place, rank, bias, n_valid = \
+            huge_pages.zeros([(meta, np.int64), (meta, np.int32), (meta, np.float32),
+                              (meta, bool), (meta, np.int16), (meta, np.int32),
+                              (meta, np.int32), (meta, RankOrder.dtype_for(capacity)),
+                              (meta, np.float32), (meta[:2], np.int64)])
+        orig_pos.fill(EMPTY)
+        place.fill(NO_PLACE)
+        bias.fill(EMPTY_SLOT_BIAS)
         return cls(
             keys=buffers[0][:, :, :capacity],
             values=buffers[1][:, :, :capacity],
-            orig_pos=np.full(meta, EMPTY, dtype=np.int64),
-            count=np.zeros(meta, dtype=np.int32),
-            score=np.zeros(meta, dtype=np.float32),
-            protected=np.zeros(meta, dtype=bool),
-            modality=np.zeros(meta, dtype=np.int16),
-            group=np.zeros(meta, dtype=np.int32),
-            place=np.full(meta, NO_PLACE, dtype=np.int32),
+            orig_pos=orig_pos,
+            count=count,
+            score=score,
+            protected=protected,
+            modality=modality,
+            group=group,
+            place=place,
             budget=budget,
-            rank=np.zeros(meta, dtype=np.int16 if capacity <= np.iinfo(np.int16).max
-                          else np.int32),
-            bias=np.full(meta, EMPTY_SLOT_BIAS, dtype=np.float32),
-            n_valid=np.zeros(meta[:2], dtype=np.int64),
+            ranks=RankOrder(rank),
+            bias=bias,
+            n_valid=n_valid,
             mrope=MRopeSlots.allocate(meta) if mrope else None,
             buffers=buffers if scratch_rows else None,
         )
@@ -120,6 +129,12 @@ class KVCache:
         """(layer [L, 1], head [1, Hkv]): with a slot per head [L, Hkv], a fancy index of
         one slot in every head (made once: a decode step indexes so a dozen times)."""
         return np.indices(self.n_valid.shape, sparse=True)
+
+    @property
+    def rank(self) -> np.ndarray:
+        """[L, Hkv, capacity]: each slot's place in its head's stream order (0..n-1), 0 if
+        empty. Writable (settled: nothing pending)."""
+        return self.ranks.settled()
 
     @property
     def valid(self) -> np.ndarray:
@@ -137,7 +152,8 @@ class KVCache:
     def nbytes(self) -> int:
         kv = self.buffers or (self.keys, self.values)
         arrays = (*kv, self.orig_pos, self.count, self.score, self.protected,
-                  self.modality, self.group, self.place, self.rank, self.bias, self.n_valid)
+                  self.modality, self.group, self.place, self.ranks.stored, self.bias,
+                  self.n_valid)
         return sum(a.nbytes for a in arrays)
 
     def slot_of_rank(self, rank: int) -> np.ndarray:
@@ -150,7 +166,8 @@ class KVCache:
             guess = self.last_freed + 1
             guess[guess >= self.budget] = rank
             at = (*self.heads, guess)
-            if np.all(self.rank[at] == rank) and np.all(self.orig_pos[at] != EMPTY):
+            if np.all(self.ranks.stored[at] == self.ranks.stored_value(rank)) and np.all(
+                    self.orig_pos[at] != EMPTY):
                 return guess
         target = self.rank == rank
         if rank == 0:  # empty slots have rank 0 too
@@ -195,10 +212,10 @@ class KVCache:
             return
         self.evictions += 1
         if at[0].ndim == 2:  # every head (`heads`' sparse indices): each drops what it frees
-            gone = self.rank[at]
+            gone = self.ranks.at(at)
         else:
             gone = np.full(self.n_valid.shape, NO_DROP, dtype=np.int32)
-            gone[at[:2]] = self.rank[at]
+            gone[at[:2]] = self.ranks.at(at)
         if self.rank_drop is not None and np.all(self.rank_drop == NO_DROP):
             self.rank_drop[...] = gone
         else:  # a second drop before the rotation caught up with the first
@@ -206,8 +223,7 @@ class KVCache:
         if self.last_freed is None:
             self.last_freed = np.full(self.n_valid.shape, -1, dtype=np.int64)
         self.last_freed[at[:2]] = at[2]
-        # subtracting the comparison: `where=` took twice as long (244 vs 117 us here)
-        np.subtract(self.rank, self.rank > gone[..., None], out=self.rank)
+        self.ranks.drop(gone)
         self._clear(at)
         self.n_valid[at[:2]] -= 1
 
@@ -218,20 +234,21 @@ class KVCache:
         self.protected[at] = False
         self.place[at] = NO_PLACE
         self.bias[at] = EMPTY_SLOT_BIAS
-        self.rank[at] = 0
+        self.ranks.stored[at] = 0
 
     def _drop_ranks(self, freed: np.ndarray, most: int) -> None:
         """Close the gaps the freed slots (`most` > 1 in some head) leave in the rank order."""
+        rank = self.rank
         if most <= 8:  # a few tokens per step: compare against each
-            freed_rank = np.where(freed, self.rank, np.iinfo(self.rank.dtype).max)
+            freed_rank = np.where(freed, rank, np.iinfo(rank.dtype).max)
             smallest = np.partition(freed_rank, most - 1, axis=-1)[..., :most]
-            below = (smallest[..., None, :] < self.rank[..., :, None]).sum(-1)
+            below = (smallest[..., None, :] < rank[..., :, None]).sum(-1)
         else:
-            marks = np.zeros(self.rank.shape[:2] + (self.capacity + 1,), dtype=np.int64)
+            marks = np.zeros(rank.shape[:2] + (self.capacity + 1,), dtype=np.int64)
             layer, head, slot = np.nonzero(freed)
-            marks[layer, head, self.rank[layer, head, slot] + 1] = 1
-            below = np.take_along_axis(np.cumsum(marks, -1), self.rank, axis=-1)
-        self.rank -= below
+            marks[layer, head, rank[layer, head, slot] + 1] = 1
+            below = np.take_along_axis(np.cumsum(marks, -1), rank, axis=-1)
+        rank -= below
 
     def free_slots(self, n: int) -> np.ndarray:
         """`n` free slots below the budget in every (layer, head): [L, Hkv, n]."""
@@ -290,7 +307,7 @@ class KVCache:
         new_rank = None
         if in_order:  # stream order: the chunk ranks after everything already cached
             new_rank = self.n_valid[..., None] + (0 if c == 1 else np.arange(c))
-            self.rank[layer, head, slots] = new_rank
+            self.ranks.put((layer, head, slots), new_rank)
         if self.rotation is None:
             self.keys[layer, head, slots] = self._stored(new_keys, layer)
         if stored_values is None or stored_values.dtype != self.values.dtype:
@@ -313,7 +330,7 @@ class KVCache:
             if not self.rotation.by_rank:
                 at = positions
             else:
-                at = new_rank if in_order else self.rank[layer, head, slots]
+                at = new_rank if in_order else self.ranks.at((layer, head, slots))
             pos = self.rotation.write_pos(at, layer, head)
             done, done_pos = rotated
             # `==` on the arrays: np.array_equal cost ~50 us a decode step on these 90 values
@@ -325,7 +342,7 @@ class KVCache:
             if c == 1:
                 self.rotation.newest[...] = slots[..., 0]
             else:
-                last = np.argmax(self.rank[layer, head, slots], axis=-1)[..., None]
+                last = np.argmax(self.ranks.at((layer, head, slots)), axis=-1)[..., None]
                 self.rotation.newest[...] = np.take_along_axis(slots, last, -1)[..., 0]
 
     def merge_into(self, target: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray,
@@ -370,10 +387,10 @@ class KVCache:
             return stored
         return self.codec.decode(stored, layer, values)
 
-    def align_keys(self, slot_pos: np.ndarray, chunk_end: int) -> np.ndarray:
-        """Rotated-key caches: turn the keys that must move (KeyRotation.align); returns the
-        graph's pos_shift."""
-        shift = self.rotation.align(self.keys, self.orig_pos, EMPTY, slot_pos, chunk_end,
+    def align_keys(self, chunk_end: int) -> np.ndarray:
+        """Rotated-key caches: turn the keys that must move (KeyRotation.align) for a chunk
+        ending before `chunk_end`; returns the graph's pos_shift."""
+        shift = self.rotation.align(self.keys, self.orig_pos, EMPTY, self.ranks, chunk_end,
                                     self.heads, self.rank_drop, self.codec)
         if self.rank_drop is None:
             self.rank_drop = np.full(self.n_valid.shape, NO_DROP, dtype=np.int32)
@@ -386,8 +403,9 @@ class KVCache:
         self.rank_drop = None
         key = np.where(self.valid, self.orig_pos, np.iinfo(np.int64).max)
         order = np.argsort(key, axis=-1, kind="stable")
-        np.put_along_axis(self.rank, order, np.arange(self.capacity), axis=-1)
-        self.rank[~self.valid] = 0
+        rank = self.rank
+        np.put_along_axis(rank, order, np.arange(self.capacity), axis=-1)
+        rank[~self.valid] = 0
 
     def graph_inputs(
         self, positions: np.ndarray, position_mode: str
@@ -397,14 +415,20 @@ class KVCache:
         `cache` mode: positions are ranks inside the cache (StreamingLLM pos-shift, Inf-MLLM
         length extrapolation), so the model never sees a position beyond budget + chunk.
         `absolute` mode: positions are where the tokens stood in the input stream.
+        Rotated-key caches (`rotation`) turn the keys that must move first, and give the
+        graph's pos_shift [L, Hkv] where slot_pos would go (`align_keys`).
         """
         if position_mode == "cache":
             start = int(self.n_valid.max())
             chunk_pos = np.arange(start, start + len(positions), dtype=np.int64)
-            # The graph's slot_pos is int64; rotated-key caches only align keys with it.
-            slot_pos = self.rank if self.rotation is not None else self.rank.astype(np.int64)
-            return slot_pos, self.bias, chunk_pos
-        if position_mode == "absolute":
+        elif position_mode == "absolute":
+            chunk_pos = np.asarray(positions, dtype=np.int64)
+        else:
+            raise ValueError(f"unknown position mode {position_mode!r} (cache or absolute)")
+        if self.rotation is not None:
+            slot_pos = self.align_keys(int(chunk_pos[-1]) + 1)
+        elif position_mode == "cache":
+            slot_pos = self.rank.astype(np.int64)
+        else:
             slot_pos = np.where(self.valid, self.orig_pos, 0)
-            return slot_pos, self.bias, np.asarray(positions, dtype=np.int64)
-        raise ValueError(f"unknown position mode {position_mode!r} (cache or absolute)")
+        return slot_pos, self.bias, chunk_pos

@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from edgekv.runtime import huge_pages
+from edgekv.runtime.kv_codec import KVCodec
+from edgekv.runtime.rank_order import RankOrder
+
 NO_DROP = np.iinfo(np.int32).max  # KVCache.rank_drop of a head that evicted nothing
 
 
@@ -45,21 +49,23 @@ class KeyRotation:
     # Memos of a streaming step, each checked before use: the flat indices of the keys the
     # last step turned (the sinks), and (delta, gain, cos, sin) of the last uniform turn.
     sinks_turned: np.ndarray | None = field(default=None, repr=False)
-    # int8 caches: the keys the last turn turned, in float, where it turned them to: (flat
-    # indices, ascending; the stream positions they hold, checked; keys [n, D]). Turned from
+    # int8 caches: the keys the last turn turned, unrounded: (flat indices, ascending; the
+    # stream positions they hold, checked; keys [n, D/2] as complex pairs in units of the
+    # layer's scale, `_turn_int8`). Turned from
     # the int8 keys every time, a sink would be rounded again at each eviction and drift (a
     # 32k-token stream at budget 512: perplexity 23 -> 79); from this copy a key is rounded
     # once more than the others, at its first turn.
     turned_exact: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None,
                                                                            repr=False)
     trig: tuple[int, float, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    phasor: tuple[int, np.ndarray] | None = field(default=None, repr=False)
 
     @classmethod
     def allocate(cls, meta: tuple[int, int, int], inv_freq: list[float], scale: float,
                  limit: int, by_rank: bool, per_layer: bool = False) -> KeyRotation:
         return cls(np.asarray(inv_freq, dtype=np.float64), np.array(scale, dtype=np.float64),
                    np.array(limit, dtype=np.int64), np.array(by_rank),
-                   np.zeros(meta, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
+                   huge_pages.zeros([(meta, np.int64)])[0], np.zeros(meta[:2], dtype=np.int64),
                    np.array(0, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
                    np.array(per_layer))
 
@@ -112,11 +118,12 @@ class KeyRotation:
         """Where a key written now is rotated to: its slot position plus its head's shift."""
         return slot_pos + self.shift[layer, head]
 
-    def align(self, keys: np.ndarray, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
+    def align(self, keys: np.ndarray, orig_pos: np.ndarray, empty: int, ranks: RankOrder,
               chunk_end: int, heads: tuple[np.ndarray, np.ndarray],
               rank_drop: np.ndarray | None = None, codec: Any = None) -> np.ndarray:
-        """Re-rotate what must move so every valid key (orig_pos != empty) sits at slot_pos +
-        shift; the new shift [L, Hkv] (pos_shift). `chunk_end`: one past the chunk's last
+        """Re-rotate what must move so every valid key (orig_pos != empty) sits at its slot
+        position (its rank in `ranks`) + shift; the new shift [L, Hkv] (pos_shift). The ranks
+        are settled only where the whole order is read. `chunk_end`: one past the chunk's last
         position. `heads`: the cache's sparse (layer, head) index (KVCache.heads). `rank_drop`
         [L, Hkv]: the rank each head dropped since the last call, when that is all that
         changed (KVCache.rank_drop); None: the whole cache is checked. `codec`: the int8
@@ -130,9 +137,9 @@ class KeyRotation:
         found = orig_pos[layer, head, newest] != empty
         all_found = bool(found.all())
         if not all_found:  # the newest token was dropped
-            newest = np.argmax(np.where(orig_pos != empty, slot_pos, -1), axis=-1)
+            newest = np.argmax(np.where(orig_pos != empty, ranks.settled(), -1), axis=-1)
             found = orig_pos[layer, head, newest] != empty
-        top = slot_pos[layer, head, newest]
+        top = ranks.at((layer, head, newest))
         shift = self.key_pos[layer, head, newest] - top
         if self.per_layer:  # the largest shift of the layer's heads (a streaming policy
             # keeps them equal; others turn the heads behind it)
@@ -143,42 +150,69 @@ class KeyRotation:
         over = shift + np.maximum(top + 1, chunk_end) > self.limit
         shift = np.broadcast_to(np.where(over if all_found else over | ~found, 0, shift),
                                 self.shift.shape)
-        flat, delta = self._off_place(orig_pos, empty, slot_pos, shift, rank_drop)
+        flat, delta = self._off_place(orig_pos, empty, ranks, shift, rank_drop)
         if flat.size:
             at = np.unravel_index(flat, orig_pos.shape)
             if delta is None:
-                delta = slot_pos[at] + shift[at[:2]] - self.key_pos[at]
+                delta = ranks.at(at) + shift[at[:2]] - self.key_pos[at]
             if codec is None:
                 keys[at] = self.turn(keys[at], delta)
             else:
-                keys[at] = self._turn_int8(keys, at, flat, orig_pos, delta, codec)
+                keys[at] = self._turn_int8(keys, at, flat, orig_pos, delta)
             self.key_pos[at] += delta
             self.rotated += len(at[0])
         self.shift[...] = shift
         return self.shift
 
     def _turn_int8(self, keys: np.ndarray, at: tuple[np.ndarray, ...], flat: np.ndarray,
-                   orig_pos: np.ndarray, delta: np.ndarray | int, codec: Any) -> np.ndarray:
-        """The int8 keys at `at` (flat indices `flat`, ascending) turned by `delta`: decoded,
-        turned in float, encoded. Keys the last turn turned start from their float copy
-        (`turned_exact`): a streaming cache turns its sinks at every eviction."""
+                   orig_pos: np.ndarray, delta: np.ndarray | int) -> np.ndarray:
+        """The int8 keys at `at` (flat indices `flat`, ascending) turned by `delta`.
+
+        A key in units of its layer's scale is turned as complex numbers (rotate-half pairs
+        (x_i, x_i+D/2) as x_i + j x_i+D/2; a turn is one product), then rounded: no scale is
+        applied either way, and a streaming step is four numpy calls on the sinks (~80 us
+        less a decode step than the float turn and a re-encode, caches cold from the graph).
+        Keys the last turn turned start from their unrounded copy (`turned_exact`): a
+        streaming cache turns its sinks at every eviction."""
         tokens = orig_pos[at]
         exact = self.turned_exact
         if exact is not None and exact[0] is flat and np.array_equal(exact[1], tokens):
             start = exact[2]  # a decode step turning the sinks it turned last time
         else:
-            start = codec.decode(keys[at], at[0])
+            start = self._units(keys[at])
             if exact is not None and exact[0].size:
                 where = np.minimum(np.searchsorted(exact[0], flat), exact[0].size - 1)
                 same = (exact[0][where] == flat) & (exact[1][where] == tokens)
                 start[same] = exact[2][where[same]]
-        # float32: the result is rounded to 1/127 of the layer's range right after (float64
-        # cost ~100 us more a decode step, for the streaming sinks)
-        turned = self.turn(start, delta, wide=False)
+        turned = start * self._phasor(delta)
         self.turned_exact = (flat, tokens, turned)
-        return codec.encode(turned, at[0])
+        pairs = turned.view(np.float32).reshape(*turned.shape, 2)  # [n, D/2, (re, im)]
+        q = np.empty((turned.shape[0], 2, turned.shape[1]), dtype=np.float32)
+        np.copyto(q, pairs.transpose(0, 2, 1))  # back to rotate-half [n, 2, D/2]
+        return KVCodec.round(q).reshape(turned.shape[0], -1)
 
-    def _off_place(self, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
+    @staticmethod
+    def _units(q: np.ndarray) -> np.ndarray:
+        """int8 keys [n, D] as complex pairs [n, D/2] (complex64)."""
+        half = q.shape[-1] // 2
+        z = np.empty((q.shape[0], half), dtype=np.complex64)
+        z.real, z.imag = q[:, :half], q[:, half:]
+        return z
+
+    def _phasor(self, delta: np.ndarray | int) -> np.ndarray:
+        """exp(j delta inv_freq), complex64: [D/2] for one delta (the last one is kept: a
+        stream turns its sinks by 1 at every step), [n, D/2] for one per key."""
+        if not isinstance(delta, int):
+            delta = np.asarray(delta, dtype=np.int64)
+            if delta.size and np.all(delta == delta.flat[0]):
+                delta = int(delta.flat[0])
+        if isinstance(delta, int):
+            if self.phasor is None or self.phasor[0] != delta:
+                self.phasor = (delta, np.exp(1j * delta * self.inv_freq).astype(np.complex64))
+            return self.phasor[1]
+        return np.exp(1j * delta[:, None] * self.inv_freq).astype(np.complex64)
+
+    def _off_place(self, orig_pos: np.ndarray, empty: int, ranks: RankOrder,
                    shift: np.ndarray, rank_drop: np.ndarray | None
                    ) -> tuple[np.ndarray, int | None]:
         """Flat indices of the valid keys not at slot_pos + shift, and how far they all are
@@ -191,12 +225,12 @@ class KeyRotation:
                 # the ones below it (the sinks) stayed, and turn by the shift's step. One pass
                 # over the ranks at most; checking every key cost 3x the memory traffic, on
                 # caches cold from the graph.
-                return self._below(orig_pos, empty, slot_pos, rank_drop), 1
-        mismatch = np.not_equal(self.key_pos - slot_pos, shift[..., None])
+                return self._below(orig_pos, empty, ranks, rank_drop), 1
+        mismatch = np.not_equal(self.key_pos - ranks.settled(), shift[..., None])
         # flat indices: a 3-D nonzero over the whole cache cost twice as much
         return np.flatnonzero(np.logical_and(mismatch, orig_pos != empty, out=mismatch)), None
 
-    def _below(self, orig_pos: np.ndarray, empty: int, slot_pos: np.ndarray,
+    def _below(self, orig_pos: np.ndarray, empty: int, ranks: RankOrder,
                rank_drop: np.ndarray) -> np.ndarray:
         """Flat indices of the valid keys ranked below each head's dropped rank."""
         # A head's valid keys hold the ranks 0..n-1 once each, so exactly rank_drop[l, h] of
@@ -205,11 +239,11 @@ class KeyRotation:
         # before a pass over every rank looks for them.
         last = self.sinks_turned
         if last is not None and last.size == rank_drop.sum():
-            head = last // slot_pos.shape[-1]
-            if np.all(slot_pos.reshape(-1)[last] < rank_drop.reshape(-1)[head]) and np.all(
+            head = last // orig_pos.shape[-1]
+            if np.all(ranks.at_flat(last) < rank_drop.reshape(-1)[head]) and np.all(
                     orig_pos.reshape(-1)[last] != empty):
                 return last
-        below = np.flatnonzero(slot_pos < rank_drop[..., None])
+        below = np.flatnonzero(ranks.settled() < rank_drop[..., None])
         self.sinks_turned = below[orig_pos.reshape(-1)[below] != empty]  # empty slots rank 0
         return self.sinks_turned
 

@@ -32,8 +32,14 @@ class KVCodec:
     def encode(self, x: np.ndarray, layer: np.ndarray | int, values: bool = False) -> np.ndarray:
         """Float K (or V) [..., D] of layers `layer` (broadcast over x's leading axes) -> int8."""
         scale = (self.v_scale if values else self.k_scale)[layer]
-        q = np.rint(x / np.asarray(scale, dtype=np.float32)[..., None])
-        return np.clip(q, Q_MIN, Q_MAX, out=q).astype(np.int8)
+        return self.round(x / np.asarray(scale, dtype=np.float32)[..., None])
+
+    @staticmethod
+    def round(units: np.ndarray) -> np.ndarray:
+        """Values already in units of their scale -> int8 (round half to even, saturated).
+        `units` is overwritten."""
+        np.rint(units, out=units)
+        return np.clip(units, Q_MIN, Q_MAX, out=units).astype(np.int8)
 
     def decode(self, q: np.ndarray, layer: np.ndarray | int, values: bool = False) -> np.ndarray:
         scale = (self.v_scale if values else self.k_scale)[layer]

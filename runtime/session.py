@@ -131,10 +131,9 @@ class Session:
         positions = np.arange(self.pos, self.pos + c, dtype=np.int64)
         self.policy.make_room(self.cache, c)
         if self.cache.mrope is None:
+            # rotated-key caches: slot_pos is the graph's pos_shift, keys turned
             slot_pos, slot_bias, chunk_pos = self.cache.graph_inputs(positions, self.position_mode)
             self._check_rope_table(chunk_pos)
-            if self.cache.rotation is not None:  # the graph takes pos_shift instead
-                slot_pos = self.cache.align_keys(slot_pos, int(chunk_pos[-1]) + 1)
         else:
             mpos, extent = mrope_pos or mrope.text_positions(self.mrope_next, c)
             slot_pos, slot_bias, chunk_pos = mrope.graph_inputs(self.cache, mpos, self.mrope_next,
