@@ -57,7 +57,8 @@ class KVCache:
     # one single-token eviction per head: [L, Hkv] the rank each head dropped (NO_DROP: none).
     # None when unknown (several evictions, a rerank): the next alignment then scans the cache.
     rank_drop: np.ndarray | None = field(default=None, repr=False)
-    # [L, Hkv]: the slot each head's last single-token eviction freed; -1 before any. A decode
+    # [L, Hkv]: the slot each head's last single-token eviction freed; the capacity (no
+    # slot) before any. A decode
     # step's new token goes there without a scan for a free slot (checked, `free_slots`).
     last_freed: np.ndarray | None = field(default=None, repr=False)
     # Every slot ever written is below this row (a high-water mark; only `write` fills
@@ -166,8 +167,9 @@ class KVCache:
             guess = self.last_freed + 1
             guess[guess >= self.budget] = rank
             at = (*self.heads, guess)
-            if np.all(self.ranks.stored[at] == self.ranks.stored_value(rank)) and np.all(
-                    self.orig_pos[at] != EMPTY):
+            stored = self.ranks.stored_value(rank)  # an empty slot stores 0: checked apart
+            if (self.ranks.stored[at] == stored).all() and (
+                    stored or (self.orig_pos[at] != EMPTY).all()):
                 return guess
         target = self.rank == rank
         if rank == 0:  # empty slots have rank 0 too
@@ -202,30 +204,37 @@ class KVCache:
         at = (layer, head, slot[layer, head])
         if np.any(self.protected[at]):
             return False
-        if np.any(self.orig_pos[at] == EMPTY):
+        if (self.orig_pos[at] == EMPTY).any():
             raise BudgetError(f"a head holds no token at rank {rank} to evict")
-        self._evict_one(at)
+        self._evict_one(at, rank)
         return True
 
-    def _evict_one(self, at: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def _evict_one(self, at: tuple[np.ndarray, np.ndarray, np.ndarray],
+                   rank: int | None = None) -> None:
+        """Free one slot in some heads; `rank`: the rank each of them frees, if known."""
         if not at[0].size:
             return
         self.evictions += 1
-        if at[0].ndim == 2:  # every head (`heads`' sparse indices): each drops what it frees
-            gone = self.ranks.at(at)
+        every = at[0].ndim == 2  # every head (`heads`' sparse indices): each drops what it frees
+        if every:
+            gone = self.ranks.at(at) if rank is None else rank
         else:
             gone = np.full(self.n_valid.shape, NO_DROP, dtype=np.int32)
             gone[at[:2]] = self.ranks.at(at)
-        if self.rank_drop is not None and np.all(self.rank_drop == NO_DROP):
+        if self.rank_drop is not None and (self.rank_drop == NO_DROP).all():
             self.rank_drop[...] = gone
         else:  # a second drop before the rotation caught up with the first
             self.rank_drop = None
         if self.last_freed is None:
-            self.last_freed = np.full(self.n_valid.shape, -1, dtype=np.int64)
-        self.last_freed[at[:2]] = at[2]
+            self.last_freed = np.full(self.n_valid.shape, self.capacity, dtype=np.int64)
         self.ranks.drop(gone)
         self._clear(at)
-        self.n_valid[at[:2]] -= 1
+        if every:  # whole arrays: cheaper than the same values through an index
+            self.last_freed[...] = at[2]
+            self.n_valid -= 1
+        else:
+            self.last_freed[at[:2]] = at[2]
+            self.n_valid[at[:2]] -= 1
 
     def _clear(self, at: tuple[np.ndarray, ...]) -> None:
         self.orig_pos[at] = EMPTY
@@ -252,18 +261,17 @@ class KVCache:
 
     def free_slots(self, n: int) -> np.ndarray:
         """`n` free slots below the budget in every (layer, head): [L, Hkv, n]."""
-        fullest, emptiest = self.n_valid.max(), self.n_valid.min()
+        if n == 1 and self.last_freed is not None and (self.n_valid == self.budget - 1).all():
+            # One free slot per head: if the one evicted last is free and usable, it is that.
+            slot = self.last_freed
+            if slot.max() < self.budget and (self.orig_pos[(*self.heads, slot)] == EMPTY).all():
+                return slot[..., None].copy()
+        fullest = self.n_valid.max()
         if self.budget - fullest < n:
             raise BudgetError(
                 f"{n} new tokens do not fit: {fullest} of {self.budget} slots are "
                 "occupied (the policy must evict first)"
             )
-        if n == 1 and self.last_freed is not None and emptiest == self.budget - 1:
-            # One free slot per head: if the one evicted last is free and usable, it is that.
-            slot = self.last_freed
-            if 0 <= slot.min() and slot.max() < self.budget and np.all(
-                    self.orig_pos[(*self.heads, slot)] == EMPTY):
-                return slot[..., None].copy()
         taken = self.valid[..., : self.budget]
         if n == 1:
             return np.argmin(taken, axis=-1)[..., None]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgekv.runtime import huge_pages
-from edgekv.runtime.kv_codec import KVCodec
+from edgekv.runtime.kv_codec import Q_MAX, KVCodec
 from edgekv.runtime.rank_order import RankOrder
 
 NO_DROP = np.iinfo(np.int32).max  # KVCache.rank_drop of a head that evicted nothing
@@ -51,12 +51,12 @@ class KeyRotation:
     sinks_turned: np.ndarray | None = field(default=None, repr=False)
     # int8 caches: the keys the last turn turned, unrounded: (flat indices, ascending; the
     # stream positions they hold, checked; keys [n, D/2] as complex pairs in units of the
-    # layer's scale, `_turn_int8`). Turned from
+    # layer's scale, `_turn_int8`; their largest modulus). Turned from
     # the int8 keys every time, a sink would be rounded again at each eviction and drift (a
     # 32k-token stream at budget 512: perplexity 23 -> 79); from this copy a key is rounded
     # once more than the others, at its first turn.
-    turned_exact: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None,
-                                                                           repr=False)
+    turned_exact: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = field(
+        default=None, repr=False)
     trig: tuple[int, float, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     phasor: tuple[int, np.ndarray] | None = field(default=None, repr=False)
 
@@ -170,26 +170,29 @@ class KeyRotation:
 
         A key in units of its layer's scale is turned as complex numbers (rotate-half pairs
         (x_i, x_i+D/2) as x_i + j x_i+D/2; a turn is one product), then rounded: no scale is
-        applied either way, and a streaming step is four numpy calls on the sinks (~80 us
+        applied either way, and a streaming step is three numpy calls on the sinks (~80 us
         less a decode step than the float turn and a re-encode, caches cold from the graph).
+        A turn keeps each pair's modulus: keys whose moduli are all within the int8 range
+        never saturate, and skip that pass.
         Keys the last turn turned start from their unrounded copy (`turned_exact`): a
         streaming cache turns its sinks at every eviction."""
         tokens = orig_pos[at]
         exact = self.turned_exact
         if exact is not None and exact[0] is flat and np.array_equal(exact[1], tokens):
-            start = exact[2]  # a decode step turning the sinks it turned last time
+            start, largest = exact[2], exact[3]  # a decode step turning the same sinks
         else:
             start = self._units(keys[at])
             if exact is not None and exact[0].size:
                 where = np.minimum(np.searchsorted(exact[0], flat), exact[0].size - 1)
                 same = (exact[0][where] == flat) & (exact[1][where] == tokens)
                 start[same] = exact[2][where[same]]
+            largest = float(np.abs(start).max(initial=0.0))
         turned = start * self._phasor(delta)
-        self.turned_exact = (flat, tokens, turned)
+        self.turned_exact = (flat, tokens, turned, largest)
         pairs = turned.view(np.float32).reshape(*turned.shape, 2)  # [n, D/2, (re, im)]
-        q = np.empty((turned.shape[0], 2, turned.shape[1]), dtype=np.float32)
-        np.copyto(q, pairs.transpose(0, 2, 1))  # back to rotate-half [n, 2, D/2]
-        return KVCodec.round(q).reshape(turned.shape[0], -1)
+        # back to rotate-half [n, 2, D/2]; half a step of margin for the float32 products
+        q = KVCodec.round(pairs.transpose(0, 2, 1), bounded=largest <= Q_MAX)
+        return q.reshape(turned.shape[0], -1)
 
     @staticmethod
     def _units(q: np.ndarray) -> np.ndarray:
@@ -218,9 +221,11 @@ class KeyRotation:
         """Flat indices of the valid keys not at slot_pos + shift, and how far they all are
         from it when that is one number (None: each its own)."""
         if rank_drop is not None:
-            if np.all(rank_drop == NO_DROP) and np.array_equal(shift, self.shift):
+            # array methods, not np.all / np.array_equal: their wrappers cost more than
+            # the comparisons of these 90 values
+            if (rank_drop == NO_DROP).all() and (shift == self.shift).all():
                 return np.empty(0, dtype=np.intp), 0  # no rank moved, nor the shift
-            if np.all(rank_drop != NO_DROP) and np.array_equal(shift, self.shift + 1):
+            if (rank_drop != NO_DROP).all() and (shift == self.shift + 1).all():
                 # Every head dropped one rank: the keys above it moved down with the shift,
                 # the ones below it (the sinks) stayed, and turn by the shift's step. One pass
                 # over the ranks at most; checking every key cost 3x the memory traffic, on
@@ -240,8 +245,9 @@ class KeyRotation:
         last = self.sinks_turned
         if last is not None and last.size == rank_drop.sum():
             head = last // orig_pos.shape[-1]
-            if np.all(ranks.at_flat(last) < rank_drop.reshape(-1)[head]) and np.all(
-                    orig_pos.reshape(-1)[last] != empty):
+            # stored ranks: never below the ranks, so below the drop means the ranks are too
+            if (ranks.stored.reshape(-1)[last] < rank_drop.reshape(-1)[head]).all() and (
+                    orig_pos.reshape(-1)[last] != empty).all():
                 return last
         below = np.flatnonzero(ranks.settled() < rank_drop[..., None])
         self.sinks_turned = below[orig_pos.reshape(-1)[below] != empty]  # empty slots rank 0

@@ -35,11 +35,14 @@ class KVCodec:
         return self.round(x / np.asarray(scale, dtype=np.float32)[..., None])
 
     @staticmethod
-    def round(units: np.ndarray) -> np.ndarray:
-        """Values already in units of their scale -> int8 (round half to even, saturated).
-        `units` is overwritten."""
-        np.rint(units, out=units)
-        return np.clip(units, Q_MIN, Q_MAX, out=units).astype(np.int8)
+    def round(units: np.ndarray, bounded: bool = False) -> np.ndarray:
+        """Values in units of their scale (any layout) -> int8 [same shape], round half to
+        even, saturated. `bounded`: no |value| is past Q_MAX, so no saturation pass."""
+        q = np.empty(units.shape, dtype=np.float32)
+        np.rint(units, out=q)
+        if not bounded:
+            np.clip(q, Q_MIN, Q_MAX, out=q)
+        return q.astype(np.int8)
 
     def decode(self, q: np.ndarray, layer: np.ndarray | int, values: bool = False) -> np.ndarray:
         scale = (self.v_scale if values else self.k_scale)[layer]

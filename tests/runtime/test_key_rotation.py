@@ -232,3 +232,23 @@ def test_a_stale_memo_of_the_sinks_is_not_trusted(pair):
     assert good.rotation.rotated == stale.rotation.rotated > 0
     assert np.array_equal(good.rotation.key_pos, stale.rotation.key_pos)
     assert np.array_equal(good.keys, stale.keys)
+
+
+@pytest.mark.parametrize("sinks", [[0, 1], [1]])  # one key past the int8 range; one within
+def test_int8_turns_round_and_saturate_as_the_codec(sinks):
+    """An int8 key turned is the float key turned, rounded half to even and saturated: a
+    pair whose modulus passes 127 saturates after some turns (it must not wrap)."""
+    rotation = KeyRotation.allocate((1, 1, 4), [1.0, 0.3], 1.0, 100, by_rank=True)
+    keys = np.zeros((1, 1, 4, 4), np.int8)
+    keys[0, 0, 0] = [127, 127, 127, 127]  # modulus 179.6
+    keys[0, 0, 1] = [50, -20, 30, 101]
+    flat = np.array(sinks)
+    at = np.unravel_index(flat, (1, 1, 4))
+    orig_pos = np.arange(4).reshape(1, 1, 4)
+    exact = keys[at].astype(np.float64)
+    for _ in range(3):
+        got = rotation._turn_int8(keys, at, flat, orig_pos, 1)
+        exact = rotation.turn(exact, 1)
+        assert np.array_equal(got, np.clip(np.rint(exact), -128, 127).astype(np.int8))
+        keys[at] = got
+    assert (len(sinks) == 2) == bool((np.abs(exact) > 127.5).any())  # saturation was tested
