@@ -57,9 +57,9 @@ class KVCache:
     # one single-token eviction per head: [L, Hkv] the rank each head dropped (NO_DROP: none).
     # None when unknown (several evictions, a rerank): the next alignment then scans the cache.
     rank_drop: np.ndarray | None = field(default=None, repr=False)
-    # [L, Hkv]: the slot each head's last single-token eviction freed; the capacity (no
-    # slot) before any. A decode
-    # step's new token goes there without a scan for a free slot (checked, `free_slots`).
+    # [L, Hkv]: the slot each head's last single-token eviction freed; the capacity (no slot)
+    # before any. A decode step's new token goes there without a scan for a free slot
+    # (checked, `free_slots`).
     last_freed: np.ndarray | None = field(default=None, repr=False)
     # Every slot ever written is below this row (a high-water mark; only `write` fills
     # slots). Fused-attention bundles attend to rows [0, live_rows) only (manifest LIVE_ROWS).

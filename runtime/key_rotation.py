@@ -69,15 +69,11 @@ class KeyRotation:
                    np.array(0, dtype=np.int64), np.zeros(meta[:2], dtype=np.int64),
                    np.array(per_layer))
 
-    def turn(self, keys: np.ndarray, delta: np.ndarray | int, gain: float = 1.0,
-             wide: bool = True) -> np.ndarray:
+    def turn(self, keys: np.ndarray, delta: np.ndarray | int, gain: float = 1.0) -> np.ndarray:
         """`keys` [..., D] rotated by `delta` [...] positions (rotate-half layout), times gain;
-        computed in float64 (`wide`) or in the keys' own float type."""
+        computed in float64."""
         half = keys.shape[-1] // 2
-        if not isinstance(delta, int):
-            delta = np.asarray(delta, dtype=np.int64)
-            if delta.size and np.all(delta == delta.flat[0]):
-                delta = int(delta.flat[0])
+        delta = _one_delta(delta)
         if isinstance(delta, int):  # one delta for all (a streaming step: the sinks by 1)
             cos, sin = self._trig(delta, gain)
         else:  # few distinct deltas per call: trigonometry once each
@@ -88,10 +84,7 @@ class KeyRotation:
             sin = (np.sin(angle) * gain)[which]
         # Halves updated in place: a gather of the swapped halves took 440 us for 360 keys on
         # caches cold from the graph, these two slices 171 us.
-        if wide:
-            x = keys.astype(np.float64)
-        else:
-            x, cos, sin = keys, cos.astype(keys.dtype), sin.astype(keys.dtype)
+        x = keys.astype(np.float64)
         out = x * cos
         out[..., :half] -= x[..., half:] * sin
         out[..., half:] += x[..., :half] * sin
@@ -190,7 +183,8 @@ class KeyRotation:
         turned = start * self._phasor(delta)
         self.turned_exact = (flat, tokens, turned, largest)
         pairs = turned.view(np.float32).reshape(*turned.shape, 2)  # [n, D/2, (re, im)]
-        # back to rotate-half [n, 2, D/2]; half a step of margin for the float32 products
+        # back to rotate-half [n, 2, D/2]. Moduli within Q_MAX leave half a step for the
+        # float32 products' error before a coordinate could round past it.
         q = KVCodec.round(pairs.transpose(0, 2, 1), bounded=largest <= Q_MAX)
         return q.reshape(turned.shape[0], -1)
 
@@ -205,10 +199,7 @@ class KeyRotation:
     def _phasor(self, delta: np.ndarray | int) -> np.ndarray:
         """exp(j delta inv_freq), complex64: [D/2] for one delta (the last one is kept: a
         stream turns its sinks by 1 at every step), [n, D/2] for one per key."""
-        if not isinstance(delta, int):
-            delta = np.asarray(delta, dtype=np.int64)
-            if delta.size and np.all(delta == delta.flat[0]):
-                delta = int(delta.flat[0])
+        delta = _one_delta(delta)
         if isinstance(delta, int):
             if self.phasor is None or self.phasor[0] != delta:
                 self.phasor = (delta, np.exp(1j * delta * self.inv_freq).astype(np.complex64))
@@ -252,6 +243,16 @@ class KeyRotation:
         below = np.flatnonzero(ranks.settled() < rank_drop[..., None])
         self.sinks_turned = below[orig_pos.reshape(-1)[below] != empty]  # empty slots rank 0
         return self.sinks_turned
+
+
+def _one_delta(delta: np.ndarray | int) -> np.ndarray | int:
+    """`delta` as one int when all its values are equal (a streaming step turns by 1)."""
+    if isinstance(delta, int):
+        return delta
+    delta = np.asarray(delta, dtype=np.int64)
+    if delta.size and (delta == delta.flat[0]).all():
+        return int(delta.flat[0])
+    return delta
 
 
 def attach(cache: Any, manifest: Any, position_mode: str) -> None:
