@@ -149,17 +149,19 @@ class KeyRotation:
             if delta is None:
                 delta = ranks.at(at) + shift[at[:2]] - self.key_pos[at]
             if codec is None:
-                keys[at] = self.turn(keys[at], delta)
+                for piece in _pieces(flat.size):
+                    part = tuple(a[piece] for a in at)
+                    keys[part] = self.turn(keys[part], _part(delta, piece))
             else:
-                keys[at] = self._turn_int8(keys, at, flat, orig_pos, delta)
+                self._turn_int8(keys, at, flat, orig_pos, delta)
             self.key_pos[at] += delta
             self.rotated += len(at[0])
         self.shift[...] = shift
         return self.shift
 
     def _turn_int8(self, keys: np.ndarray, at: tuple[np.ndarray, ...], flat: np.ndarray,
-                   orig_pos: np.ndarray, delta: np.ndarray | int) -> np.ndarray:
-        """The int8 keys at `at` (flat indices `flat`, ascending) turned by `delta`.
+                   orig_pos: np.ndarray, delta: np.ndarray | int) -> None:
+        """Turn the int8 keys at `at` (flat indices `flat`, ascending) by `delta`, in place.
 
         A key in units of its layer's scale is turned as complex numbers (rotate-half pairs
         (x_i, x_i+D/2) as x_i + j x_i+D/2; a turn is one product), then rounded: no scale is
@@ -172,21 +174,23 @@ class KeyRotation:
         tokens = orig_pos[at]
         exact = self.turned_exact
         if exact is not None and exact[0] is flat and np.array_equal(exact[1], tokens):
-            start, largest = exact[2], exact[3]  # a decode step turning the same sinks
+            turned, largest = exact[2], exact[3]  # a decode step turning the same sinks
         else:
-            start = self._units(keys[at])
+            turned = self._units(keys[at])
             if exact is not None and exact[0].size:
                 where = np.minimum(np.searchsorted(exact[0], flat), exact[0].size - 1)
                 same = (exact[0][where] == flat) & (exact[1][where] == tokens)
-                start[same] = exact[2][where[same]]
-            largest = float(np.abs(start).max(initial=0.0))
-        turned = start * self._phasor(delta)
+                turned[same] = exact[2][where[same]]
+            largest = max((float(np.abs(turned[piece]).max()) for piece in _pieces(len(flat))),
+                          default=0.0)
+        self._phase(turned, delta)
         self.turned_exact = (flat, tokens, turned, largest)
-        pairs = turned.view(np.float32).reshape(*turned.shape, 2)  # [n, D/2, (re, im)]
-        # back to rotate-half [n, 2, D/2]. Moduli within Q_MAX leave half a step for the
-        # float32 products' error before a coordinate could round past it.
-        q = KVCodec.round(pairs.transpose(0, 2, 1), bounded=largest <= Q_MAX)
-        return q.reshape(turned.shape[0], -1)
+        for piece in _pieces(len(flat)):
+            pairs = turned[piece].view(np.float32).reshape(-1, turned.shape[1], 2)
+            # back to rotate-half [n, 2, D/2]. Moduli within Q_MAX leave half a step for the
+            # float32 products' error before a coordinate could round past it.
+            q = KVCodec.round(pairs.transpose(0, 2, 1), bounded=largest <= Q_MAX)
+            keys[tuple(a[piece] for a in at)] = q.reshape(len(q), -1)
 
     @staticmethod
     def _units(q: np.ndarray) -> np.ndarray:
@@ -196,15 +200,20 @@ class KeyRotation:
         z.real, z.imag = q[:, :half], q[:, half:]
         return z
 
-    def _phasor(self, delta: np.ndarray | int) -> np.ndarray:
-        """exp(j delta inv_freq), complex64: [D/2] for one delta (the last one is kept: a
-        stream turns its sinks by 1 at every step), [n, D/2] for one per key."""
+    def _phase(self, turned: np.ndarray, delta: np.ndarray | int) -> None:
+        """Multiply complex pairs [n, D/2] by exp(j delta inv_freq), in place: one delta (the
+        last one's factors are kept: a stream turns its sinks by 1 at every step), or one per
+        key (factors once per distinct delta)."""
         delta = _one_delta(delta)
         if isinstance(delta, int):
             if self.phasor is None or self.phasor[0] != delta:
                 self.phasor = (delta, np.exp(1j * delta * self.inv_freq).astype(np.complex64))
-            return self.phasor[1]
-        return np.exp(1j * delta[:, None] * self.inv_freq).astype(np.complex64)
+            turned *= self.phasor[1]
+            return
+        distinct, which = np.unique(delta, return_inverse=True)
+        factors = np.exp(1j * distinct[:, None] * self.inv_freq).astype(np.complex64)
+        for piece in _pieces(len(turned)):
+            turned[piece] *= factors[which[piece]]
 
     def _off_place(self, orig_pos: np.ndarray, empty: int, ranks: RankOrder,
                    shift: np.ndarray, rank_drop: np.ndarray | None
@@ -243,6 +252,19 @@ class KeyRotation:
         below = np.flatnonzero(ranks.settled() < rank_drop[..., None])
         self.sinks_turned = below[orig_pos.reshape(-1)[below] != empty]  # empty slots rank 0
         return self.sinks_turned
+
+
+PIECE = 8192  # keys turned per pass: a re-normalisation turns every key (184,320 at budget 2048)
+
+
+def _pieces(n: int) -> list[slice]:
+    """Slices of at most PIECE keys: temporaries stay a few MB whatever is turned (every key at
+    once took ~300 MB of them, RSS that a long stream then kept)."""
+    return [slice(i, min(i + PIECE, n)) for i in range(0, n, PIECE)]
+
+
+def _part(delta: np.ndarray | int, piece: slice) -> np.ndarray | int:
+    return delta if isinstance(delta, int) else delta[piece]
 
 
 def _one_delta(delta: np.ndarray | int) -> np.ndarray | int:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgekv.export.exporter import ExportOptions
+from edgekv.runtime import key_rotation
 from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.cache import KVCache
 from edgekv.runtime.errors import EdgeKVError
@@ -58,7 +59,9 @@ def test_streaming_re_rotates_only_the_sinks(pair):
     assert np.all(rotation.shift > 0)
 
 
-def test_renormalisation_keeps_the_logits(pair):
+@pytest.mark.parametrize("piece", [key_rotation.PIECE, 7])  # 7: every turn in many pieces
+def test_renormalisation_keeps_the_logits(pair, piece, monkeypatch):
+    monkeypatch.setattr(key_rotation, "PIECE", piece)
     graph, cached = pair
     want, _ = _stream(graph, "streaming")
     # a table just above budget + chunk: the shift hits it every few evictions
@@ -247,8 +250,22 @@ def test_int8_turns_round_and_saturate_as_the_codec(sinks):
     orig_pos = np.arange(4).reshape(1, 1, 4)
     exact = keys[at].astype(np.float64)
     for _ in range(3):
-        got = rotation._turn_int8(keys, at, flat, orig_pos, 1)
+        rotation._turn_int8(keys, at, flat, orig_pos, 1)
         exact = rotation.turn(exact, 1)
-        assert np.array_equal(got, np.clip(np.rint(exact), -128, 127).astype(np.int8))
-        keys[at] = got
+        assert np.array_equal(keys[at], np.clip(np.rint(exact), -128, 127).astype(np.int8))
     assert (len(sinks) == 2) == bool((np.abs(exact) > 127.5).any())  # saturation was tested
+
+
+def test_int8_turns_of_many_keys_go_in_pieces(monkeypatch):
+    """A re-normalisation turns every key, each by its own delta: in pieces of PIECE keys
+    (7 here), the same keys as the float64 turn rounded."""
+    monkeypatch.setattr(key_rotation, "PIECE", 7)
+    rng = np.random.default_rng(0)
+    rotation = KeyRotation.allocate((2, 3, 10), [1.0, 0.3, 0.05], 1.0, 100, by_rank=True)
+    keys = rng.integers(-80, 80, (2, 3, 10, 6)).astype(np.int8)
+    flat = np.arange(60)
+    at = np.unravel_index(flat, (2, 3, 10))
+    delta = rng.integers(-9, 9, 60)
+    want = np.clip(np.rint(rotation.turn(keys[at].astype(np.float64), delta)), -128, 127)
+    rotation._turn_int8(keys, at, flat, np.arange(60).reshape(2, 3, 10), delta)
+    assert np.array_equal(keys[at], want.astype(np.int8))
