@@ -399,7 +399,7 @@ class KVCache:
         """Rotated-key caches: turn the keys that must move (KeyRotation.align) for a chunk
         ending before `chunk_end`; returns the graph's pos_shift."""
         shift = self.rotation.align(self.keys, self.orig_pos, EMPTY, self.ranks, chunk_end,
-                                    self.heads, self.rank_drop, self.codec)
+                                    self.heads, self.rank_drop)
         if self.rank_drop is None:
             self.rank_drop = np.full(self.n_valid.shape, NO_DROP, dtype=np.int32)
         else:

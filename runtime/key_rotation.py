@@ -113,14 +113,14 @@ class KeyRotation:
 
     def align(self, keys: np.ndarray, orig_pos: np.ndarray, empty: int, ranks: RankOrder,
               chunk_end: int, heads: tuple[np.ndarray, np.ndarray],
-              rank_drop: np.ndarray | None = None, codec: Any = None) -> np.ndarray:
+              rank_drop: np.ndarray | None = None) -> np.ndarray:
         """Re-rotate what must move so every valid key (orig_pos != empty) sits at its slot
         position (its rank in `ranks`) + shift; the new shift [L, Hkv] (pos_shift). The ranks
         are settled only where the whole order is read. `chunk_end`: one past the chunk's last
         position. `heads`: the cache's sparse (layer, head) index (KVCache.heads). `rank_drop`
         [L, Hkv]: the rank each head dropped since the last call, when that is all that
-        changed (KVCache.rank_drop); None: the whole cache is checked. `codec`: the int8
-        cache's KVCodec (keys are then int8), None for float caches."""
+        changed (KVCache.rank_drop); None: the whole cache is checked. int8 `keys` (an int8
+        cache, in units of each layer's scale) turn without their scales (`_turn_int8`)."""
         if not self.by_rank:
             return self.shift  # stream positions never move: keys stay where they were written
         # Each head follows its newest key: when older tokens are evicted, the recent ranks
@@ -148,7 +148,7 @@ class KeyRotation:
             at = np.unravel_index(flat, orig_pos.shape)
             if delta is None:
                 delta = ranks.at(at) + shift[at[:2]] - self.key_pos[at]
-            if codec is None:
+            if keys.dtype != np.int8:
                 for piece in _pieces(flat.size):
                     part = tuple(a[piece] for a in at)
                     keys[part] = self.turn(keys[part], _part(delta, piece))
