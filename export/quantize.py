@@ -15,11 +15,8 @@ How the float offset is carried (w = scale * q + offset per block, Q4_1's form):
 takes float zero points, but then ONNX Runtime cannot prepack the weights and dequantizes all
 of them to fp32 on every call (slower than fp32 itself: 196 ms against 41 ms of fp32 Gemm per
 decode step, one thread). So the node gets no zero points (the implicit 8, its fast packed
-kernels) and the rest is exact arithmetic beside it:
-    x . w = MatMulNBits(x) + blocksum(x) . (offset + 8 * scale)
-where blocksum(x) [c, blocks] sums x over each block (shared by the projections that read the
-same x: one MatMul per distinct input) and the second term is a small fp32 Gemm (K/32
-columns) whose C input is the 4-bit product.
+kernels) and the offsets ride in the same node as 4-bit digits on extra input rows that carry
+the block sums of x (export/offset_digits.py).
 
 This is an ONNX Runtime contrib op; TensorRT parses blocked DequantizeLinear (opset 21)
 instead, so the manifest records `quant_format` and `edgekv check` refuses contrib ops.
@@ -32,8 +29,15 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekv.export.manifest import LM_HEAD
+from edgekv.export.offset_digits import (
+    DIGITS,
+    append_augmented_input,
+    augmented_rows,
+    carried_offsets,
+    offset_digits,
+)
 
-QUANT_FORMAT = "ort-matmulnbits-uint4-blockoffset"
+QUANT_FORMAT = "ort-matmulnbits-uint4-offsetrows"
 BLOCK_SIZE = 32
 # MatMulNBits' accuracy_level per `--int4-compute`: "int8" rounds each block of activations to
 # int8 and uses integer dot products (ONNX Runtime's level 4; llama.cpp's Q4_1 x Q8_1 does the
@@ -68,7 +72,7 @@ def quantize_blocks(weight_nk: np.ndarray, block_size: int = BLOCK_SIZE):
     lo, hi = grouped.min(-1), grouped.max(-1)
     scales = np.where(hi > lo, (hi - lo) / 15.0, 1.0).astype(np.float32)
     codes = np.clip(np.rint((grouped - lo[..., None]) / scales[..., None]), 0, 15).astype(np.uint8)
-    packed = codes[..., 0::2] | (codes[..., 1::2] << 4)  # low nibble first
+    packed = _pack(codes)  # low nibble first
     zero_points = (-lo / scales).astype(np.float32)
     return packed, scales, zero_points
 
@@ -133,7 +137,7 @@ def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE,
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     dequantized: dict[str, np.ndarray] = {}
-    block_sums: dict[str, str] = {}  # input name -> its block sums (one per distinct input)
+    augmented: dict[str, str] = {}  # input name -> [x, its block sums] (one per input)
     nodes = []
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -145,27 +149,34 @@ def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE,
         w = numpy_helper.to_array(weight).astype(np.float32)
         n, k = w.shape
         packed, scales, zero_points = quantize_blocks(w, block_size)
-        dequantized[weight.name] = dequantize_blocks(packed, scales, zero_points, k)
-        # MatMulNBits without zero points computes scale * (q - 8); the block offset makes up
-        # the difference: scale * (q - zp) = scale * (q - 8) + scale * (8 - zp).
-        offset = (scales * (8.0 - zero_points)).astype(np.float32)  # [N, blocks]
-        names = [f"{weight.name}.q4", f"{weight.name}.scales", f"{weight.name}.offset"]
-        for name, array in zip(names, (packed, scales, offset), strict=True):
+        # The node computes scale * (q - zp) with an integer zp; the block offset (Q4_1's float
+        # one) is scale * (8 - zp_float): the nearest integer zp carries all of it but a
+        # residual of at most half a step, which rides on extra rows (export/offset_digits.py).
+        offset = scales * (8.0 - zero_points)  # [N, blocks]
+        blocks = offset.shape[1]
+        zp = np.clip(np.rint(zero_points), 0, 15).astype(np.uint8)
+        coarse = scales.astype(np.float64) * (8.0 - zp)
+        codes, digit_scales = offset_digits(offset - coarse, DIGITS, block_size)
+        carried = coarse + carried_offsets(codes, digit_scales, blocks, DIGITS)
+        dequantized[weight.name] = _dequantize(packed, scales, carried, k)
+        zp_all = np.concatenate([zp, np.full(codes.shape[:2], 8, np.uint8)], axis=1)
+        names = [f"{weight.name}.q4", f"{weight.name}.scales", f"{weight.name}.zero_points"]
+        arrays = (np.concatenate([packed, _pack(codes)], axis=1),
+                  np.concatenate([scales, digit_scales], axis=1),
+                  _pack(zp_all).reshape(-1))
+        for name, array in zip(names, arrays, strict=True):
             graph.initializer.append(numpy_helper.from_array(array, name))
         x = node.input[0]
-        if x not in block_sums:
-            block_sums[x] = _block_sum(graph, nodes, x, k, block_size)
-        quant = node.output[0] + ".q4"
+        if x not in augmented:
+            augmented[x] = append_augmented_input(graph, nodes, x, k, block_size, DIGITS)
         has_bias = len(node.input) > 2 and node.input[2] and attrs.get("beta", 1.0) != 0
         # inputs: A, B, scales, zero_points, g_idx, bias
-        bias = ["", "", node.input[2]] if has_bias else []
-        nodes.append(helper.make_node("MatMulNBits", [x, *names[:2], *bias], [quant],
-                                      name=node.name + ".q4", domain="com.microsoft",
-                                      K=k, N=n, bits=4, block_size=block_size,
-                                      accuracy_level=accuracy_level))
-        # blocksum(x) . offset^T + the 4-bit product, in one Gemm (its C input)
-        nodes.append(helper.make_node("Gemm", [block_sums[x], names[2], quant],
-                                      [node.output[0]], name=node.name + ".offset", transB=1))
+        bias = ["", node.input[2]] if has_bias else []
+        nodes.append(helper.make_node("MatMulNBits", [augmented[x], *names, *bias],
+                                      [node.output[0]], name=node.name + ".q4",
+                                      domain="com.microsoft",
+                                      K=augmented_rows(k, block_size, DIGITS), N=n, bits=4,
+                                      block_size=block_size, accuracy_level=accuracy_level))
         graph.initializer.remove(weight)
     del graph.node[:]
     graph.node.extend(nodes)
@@ -188,17 +199,20 @@ def set_compute(model: onnx.ModelProto, compute: str | None) -> None:
                 attr.i = level
 
 
-def _block_sum(graph: onnx.GraphProto, nodes: list, x: str, k: int, block_size: int) -> str:
-    """Append the node computing blocksum(x) [c, blocks] from x [c, K]; returns its name.
+def _pack(codes: np.ndarray) -> np.ndarray:
+    """4-bit codes [..., 2m] (0..15) -> bytes [..., m], the first code in the low nibble; an odd
+    count gets a zero nibble."""
+    if codes.shape[-1] % 2:
+        codes = np.concatenate([codes, np.zeros((*codes.shape[:-1], 1), np.uint8)], axis=-1)
+    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
 
-    One MatMul by a 0/1 matrix [K, blocks] (a partial last block sums only the real columns):
-    one node, where Reshape + ReduceSum were two and a partial block needed a Pad. Each node
-    costs ~1 us of dispatch here; 240 fewer per decode step took 0.26 ms (docs/bench.md)."""
-    blocks = -(-k // block_size)
-    ones = f"blocksum.{k}.{block_size}"
-    if not any(t.name == ones for t in graph.initializer):
-        member = np.zeros((k, blocks), dtype=np.float32)
-        member[np.arange(k), np.arange(k) // block_size] = 1.0
-        graph.initializer.append(numpy_helper.from_array(member, ones))
-    nodes.append(helper.make_node("MatMul", [x, ones], [f"{x}.blocksum"]))
-    return f"{x}.blocksum"
+
+def _dequantize(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, k: int
+                ) -> np.ndarray:
+    """The fp32 weights [N, K] a node computes with: scale * (q - 8) + the carried offset."""
+    n, blocks, half = packed.shape
+    q = np.empty((n, blocks, half * 2), dtype=np.float64)
+    q[..., 0::2] = packed & 0x0F
+    q[..., 1::2] = packed >> 4
+    w = (q - 8.0) * scales[..., None] + offsets[..., None]  # offsets: scale * (8 - zp)
+    return w.reshape(n, blocks * half * 2)[:, :k].astype(np.float32)

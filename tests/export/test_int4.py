@@ -91,16 +91,19 @@ def test_a_gross_int8_compute_drift_refuses_the_bundle(tiny_model_dir, tmp_path,
 def test_int4_graph_matches_its_dequantized_weights(int4_bundle, int4_fp32_head_bundle):
     for bundle, head_bits in ((int4_bundle, 8), (int4_fp32_head_bundle, None)):
         m = load_manifest(bundle)
-        assert m.quant_format == "ort-matmulnbits-uint4-blockoffset"
+        assert m.quant_format == "ort-matmulnbits-uint4-offsetrows"
         graph = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
-        ops = [n.op_type for n in graph.graph.node]
         bits = [next(a.i for a in n.attribute if a.name == "bits")
                 for n in graph.graph.node if n.op_type == "MatMulNBits"]
         # every layer projection (qkv, o, gate_up, down) in 4 bits, and the lm_head in 8
         assert sorted(bits) == [4] * (2 * 4) + ([head_bits] if head_bits else [])
-        weight_gemms = [n for n in graph.graph.node
-                        if n.op_type == "Gemm" and not n.name.endswith(".offset")]
-        assert ops.count("Gemm") == len(weight_gemms) + 2 * 4  # + the block-offset terms
+        weight_gemms = [n for n in graph.graph.node if n.op_type == "Gemm"]
+        # integer zero points, and the offsets' residuals on [x, block sums]: one per input
+        four_bit = [n for n in graph.graph.node if n.name.endswith(".q4")]
+        assert len(four_bit) == 2 * 4 and all(
+            n.input[0].endswith(".augmented") and n.input[3].endswith(".zero_points")
+            for n in four_bit)
+        assert sum(n.name.endswith(".augment") for n in graph.graph.node) == 2 * 4
         if head_bits:
             assert weight_gemms == [] and not m.embedding.shared_with_lm_head
             assert m.validation["max_abs_logit_diff"] <= 1e-2  # validated with exact compute
@@ -138,7 +141,7 @@ def test_int4_node_with_bias_and_a_partial_block_computes_its_weights(compute):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     dequantized = quantize_graph(model)["w"]
     set_compute(model, compute)
-    assert [nd.op_type for nd in model.graph.node] == ["MatMul", "MatMulNBits", "Gemm"]
+    assert [nd.op_type for nd in model.graph.node] == ["MatMul", "Concat", "MatMulNBits"]
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = session.run(None, {"x": x})[0]
     want = x @ dequantized.T + bias
