@@ -7,16 +7,19 @@ activations: `quantize_lm_head`), or stays fp32 sharing `embed.bin` with the tok
 The nodes are written exact (fp32 compute) for export validation, then `set_compute` gives
 them the compute the bundle ships with (int8 activations by default). KV and attention stay
 fp32. Measured on SmolLM2 (whose weights are Q4_1), perplexity over 4,096 tokens at budget
-512, fp32 compute: fp32 19.5602; int4 with a float offset per block 19.5602 (the Q4_1 grid is
-kept exactly); with integer zero points (ONNX Runtime's own quantizer) 23.42; with the lm_head
-quantized too 25.20.
+512, fp32 compute: fp32 19.5602; int4 with the float offset of each block exact 19.5602 (the
+Q4_1 grid kept); with integer zero points alone (ONNX Runtime's own quantizer) 23.42; with the
+lm_head quantized too 25.20. What ships: integer zero points plus the rest of each offset in
+two 4-bit digits (export/offset_digits.py): off Q4_1's grid by at most 1/392 of the largest
+step in the weight's column.
 
 How the float offset is carried (w = scale * q + offset per block, Q4_1's form): MatMulNBits
 takes float zero points, but then ONNX Runtime cannot prepack the weights and dequantizes all
 of them to fp32 on every call (slower than fp32 itself: 196 ms against 41 ms of fp32 Gemm per
-decode step, one thread). So the node gets no zero points (the implicit 8, its fast packed
-kernels) and the offsets ride in the same node as 4-bit digits on extra input rows that carry
-the block sums of x (export/offset_digits.py).
+decode step, one thread). So the node gets uint4 zero points (its fast packed kernels take
+them) and what they miss rides in the same node, on extra input rows that carry the block
+sums of x (export/offset_digits.py). It replaced an exact fp32 Gemm over the block sums beside
+every node, which cost SmolLM2's int4 decode step ~1.7 ms of 16.3 (docs/bench.md).
 
 This is an ONNX Runtime contrib op; TensorRT parses blocked DequantizeLinear (opset 21)
 instead, so the manifest records `quant_format` and `edgekv check` refuses contrib ops.
