@@ -91,6 +91,42 @@ def test_a_peer_that_cannot_be_set_up_is_reported_and_the_others_run(monkeypatch
     assert set(PEERS) == {"hf", "ort_genai_fp32", "ort_genai_int4", "llama_cpp", "optimum_ort"}
 
 
+def test_a_quantized_runner_gets_its_perplexity_cost_against_its_own_fp32_runner():
+    peers = {"hf": {**fake(400.0, 10.0), "ppl": 20.0, "ppl_tokens": 2047},
+             "llama_cpp": {**fake(200.0, 80.0), "ppl": 20.2},
+             "ort_genai_fp32": {**fake(400.0, 30.0), "ppl": 20.0},
+             "ort_genai_int4": {**fake(500.0, 90.0), "ppl": 28.0},
+             "optimum_ort": fake(200.0, 10.0)}
+    report = build_report({**fake(400.0, 40.0), "ppl": 19.0, "ppl_tokens": 2047}, peers,
+                          {**fake(500.0, 70.0), "ppl": 19.19},
+                          {"membw_gbps": 40.0, "decode_tps": 80.0, "bytes_per_token": 2**29})
+    assert report["edgekv_int4"]["ppl_cost"] == pytest.approx(0.01)
+    assert report["peers"]["ort_genai_int4"]["ppl_cost"] == pytest.approx(0.4)
+    assert report["peers"]["llama_cpp"]["ppl_cost"] == pytest.approx(0.01)
+    assert all("ppl_cost" not in report["peers"][n] for n in ("hf", "ort_genai_fp32",
+                                                             "optimum_ort"))
+    assert "ppl_cost" not in report["edgekv"]
+    text = render(report)
+    assert "19.190 (+1.0%)" in text and "28.000 (+40.0%)" in text
+    assert "first 2048 tokens" in text
+
+
+def test_perplexity_scores_each_next_token_once_across_chunks():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 7, size=20).tolist()
+    logits = rng.normal(size=(20, 7))
+    whole = childio.Perplexity(ids)
+    whole.add(logits, 0)
+    parts = childio.Perplexity(ids)
+    for start in range(0, 20, 6):
+        parts.add(logits[start:start + 6], start)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    want = np.exp(-np.mean([log_probs[i, ids[i + 1]] for i in range(19)]))
+    for score in (whole, parts):
+        assert score.scored == 19
+        assert score.result()["ppl"] == pytest.approx(want, rel=1e-12)
+
+
 def test_stream_long_reports_where_a_runner_stopped():
     spec = {"long_ids": list(range(2048)), "mark_tokens": 512}
     fed: list[int] = []
@@ -156,6 +192,7 @@ def test_bench_quick_on_a_tiny_bundle_json(tiny_bundle, tmp_path, capsys):
                                 "attn_mass": True}
     assert "edgekv bundle: fp32, budget 96, chunk 16, keys rotated in the graph" in render(report)
     assert edgekv["long"]["96"]["tokens_done"] == 512
+    assert edgekv["ppl_tokens"] == QUICK.quality_tokens - 1 and 1.0 < edgekv["ppl"] < 1e4
     assert abs(edgekv["rss_growth_4k_32k"]) < 0.5
     assert report["edgekv_int4"] == {"error": "no --int4-bundle given"}
     bound = report["bound"]

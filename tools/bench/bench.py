@@ -57,6 +57,8 @@ def child_spec(ids: TokenIds, w: Workloads, workload: str, **extra: Any) -> dict
     spec: dict[str, Any] = {"workload": workload, "threads": w.threads, **extra}
     if workload == "speed":
         spec.update(prompt_ids=ids.prompt, decode_tokens=w.decode_tokens)
+    elif workload == "quality":
+        spec.update(quality_ids=ids.quality)
     else:
         spec.update(long_ids=ids.long, mark_tokens=w.mark_tokens)
     return spec
@@ -69,13 +71,24 @@ def run_edgekv(bundle: Path, ids: TokenIds, w: Workloads, logs: Path, long: bool
         return run_child(sys.executable, script("peer_edgekv"), spec, logs / f"{label}-{tag}.log",
                          CHILD_TIMEOUT_S, label)
 
-    speed = child("speed", "speed")
+    speed = with_quality(child("speed", "speed"), w, lambda: child("quality", "quality"))
     if not long:
         return speed
     runs = {str(b): child("long", f"long-{b}", budget=b) for b in long_budgets(bundle, w)}
     out = combine(speed, runs)
     out.setdefault("rss_growth_4k_32k", None)
     return out
+
+
+def with_quality(speed: Result, w: Workloads, run: Callable[[], Result]) -> Result:
+    """The speed result with the runner's perplexity over the quality tokens (a child of its
+    own, so the speed run's peak RSS stays its own); a failure is kept as `ppl_error`."""
+    if not w.quality_tokens or "error" in speed:
+        return speed
+    quality = run()
+    if "error" in quality:
+        return {**speed, "ppl_error": quality["error"]}
+    return {**speed, "ppl": quality["ppl"], "ppl_tokens": quality["ppl_tokens"]}
 
 
 def long_budgets(bundle: Path, w: Workloads) -> list[int]:
@@ -106,6 +119,8 @@ def run_peer(name: str, ids: TokenIds, w: Workloads, setup: Setup, long: bool,
                          setup.log_path(f"{name}-{workload}"), CHILD_TIMEOUT_S, name)
 
     speed = child("speed")
+    if peer.quality:
+        speed = with_quality(speed, w, lambda: child("quality"))
     out = combine(speed, {"stream": child("long")} if long else None)
     out["setup_s"] = round(setup_s, 1)
     return out

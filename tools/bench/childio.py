@@ -4,10 +4,12 @@ Peer scripts run in their own venvs, where edgekv is not installed, so this file
 the standard library; the scripts import it from their own folder (sys.path[0]).
 
 The spec (a JSON file whose path is argv[1]):
-  workload       "speed" (prefill the prompt, then decode) or "long" (stream the long text)
+  workload       "speed" (prefill the prompt, then decode), "long" (stream the long text) or
+                 "quality" (perplexity of quality_ids, the whole context kept)
   prompt_ids     the prompt of the speed workload
   decode_tokens  greedy tokens to produce after the prompt (EOS does not stop them)
   long_ids       the long text, fed `chunk` tokens at a time
+  quality_ids    the tokens scored by the quality workload (each predicted from all before it)
   mark_tokens    tokens after which the first RSS mark is taken (4k by default)
   threads        intra-op threads
   model          what the peer loads (a file or directory), plus peer-specific keys
@@ -70,6 +72,33 @@ def speed_result(prompt_tokens: int, prefill_s: float, decoded: int, decode_s: f
             "peak_rss_mb": peak_rss_mb(), "prompt_tokens": prompt_tokens,
             "decoded_tokens": decoded, "first_tokens": [int(t) for t in tokens[:FIRST_TOKENS]],
             **extra}
+
+
+class Perplexity:
+    """Adds up the negative log-likelihood of each next token from rows of logits."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self.nll = 0.0
+        self.scored = 0
+
+    def add(self, logits: Any, start: int) -> None:
+        """logits [n, V] are the predictions after tokens start .. start + n - 1."""
+        import numpy as np
+
+        rows = np.asarray(logits, dtype=np.float64).reshape(-1, np.shape(logits)[-1])
+        targets = np.asarray(self.ids[start + 1 : start + 1 + len(rows)])
+        rows = rows[: len(targets)]  # the last token predicts nothing we have
+        top = rows.max(axis=-1)
+        lse = np.log(np.exp(rows - top[:, None]).sum(axis=-1)) + top
+        self.nll += float((lse - rows[np.arange(len(targets)), targets]).sum())
+        self.scored += len(targets)
+
+    def result(self, **extra: Any) -> dict[str, Any]:
+        import math
+
+        return {"ppl": math.exp(self.nll / self.scored), "ppl_tokens": self.scored,
+                "peak_rss_mb": peak_rss_mb(), **extra}
 
 
 def chunks(ids: list[int], size: int) -> Iterator[tuple[int, list[int]]]:

@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long-budgets", default=None, help="edgekv budgets for the long stream "
                    "(512,2048; each at most the bundle's)")
     p.add_argument("--no-long", action="store_true", help="skip the long stream")
+    p.add_argument("--quality-tokens", type=int, default=None,
+                   help="perplexity of every runner over the text's first N tokens, whole "
+                   "context (2048; 0 skips it)")
     p.add_argument("--threads", type=int, default=None, help="threads of every runner (2)")
     p.add_argument("--text", default=None, help="text the token ids are cut from")
     p.add_argument("--peer-model", default="smollm2-135m",
@@ -39,7 +42,8 @@ def options_from(args: argparse.Namespace):  # noqa: ANN201 - BenchOptions, impo
     w = QUICK if args.quick else Workloads()
     changes = {k: v for k, v in {"prompt_tokens": args.prompt_tokens,
                                  "decode_tokens": args.decode_tokens,
-                                 "long_tokens": args.long_tokens, "threads": args.threads}.items()
+                                 "long_tokens": args.long_tokens, "threads": args.threads,
+                                 "quality_tokens": args.quality_tokens}.items()
                if v is not None}
     if args.long_budgets:
         changes["long_budgets"] = tuple(int(b) for b in args.long_budgets.split(","))

@@ -5,6 +5,8 @@ Workloads:
   speed  `Session.feed` of the prompt (prefill), then a greedy `Session.step` loop (decode);
          overhead is the share of decode step time spent outside the graph
   long   `streaming_ppl` over the long text at spec["budget"]: RSS at the mark and at the end
+  quality  `streaming_ppl` over quality_ids in one window (no eviction while they fit the
+         budget)
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ def main() -> None:
     session = Session.open(bundle, policy=spec.get("policy", "streaming"),
                            budget=spec.get("budget"), threads=spec["threads"])
     log(f"edgekv: {spec['bundle']} at budget {session.cache.budget}")
+    if spec["workload"] == "quality":
+        from edgekv.tools.ppl import streaming_ppl
+
+        ids = np.asarray(spec["quality_ids"], dtype=np.int64)
+        result = streaming_ppl(session, ids, window=len(ids), progress=False)
+        emit({"ppl": result.ppl, "ppl_tokens": len(ids) - 1, "peak_rss_mb": peak_rss_mb(),
+              "budget": session.cache.budget})
+        return
     if spec["workload"] == "long":
         emit(long_stream(session, np.asarray(spec["long_ids"], dtype=np.int64),
                          spec["mark_tokens"]))

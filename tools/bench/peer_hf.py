@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from childio import TokenClock, emit, log, read_spec, speed_result, stream_long
+from childio import Perplexity, TokenClock, chunks, emit, log, read_spec, speed_result, stream_long
 
 
 def main() -> None:
@@ -20,6 +20,16 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32).eval()
     log(f"hf: loaded {spec['model']}")
     with torch.inference_mode():
+        if spec["workload"] == "quality":
+            ids, cache = spec["quality_ids"], DynamicCache(config=model.config)
+            score = Perplexity(ids)
+            for start, part in chunks(ids, 512):
+                positions = torch.arange(start, start + len(part))[None]
+                out = model(input_ids=torch.tensor([part]), past_key_values=cache,
+                            position_ids=positions, use_cache=True)
+                score.add(out.logits[0].float().numpy(), start)
+            emit(score.result())
+            return
         if spec["workload"] == "long":
             cache = DynamicCache(config=model.config)
             pos = [0]

@@ -4,6 +4,7 @@ Workloads:
   prepare  run the builder (`-i HF_DIR -o OUT -p fp32|int4 -e cpu`) once into the cache
   speed    prefill the prompt with append_tokens, then greedy decode with generate_next_token
   long     append the long text chunk by chunk (genai stops at the model's context length)
+  quality  append quality_ids chunk by chunk and score the logits of every row
 Threads go into genai_config.json's session options (genai reads them from there only).
 """
 
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from childio import emit, log, read_spec, speed_result, stream_long
+from childio import Perplexity, chunks, emit, log, read_spec, speed_result, stream_long
 
 
 def prepare(spec: dict) -> None:
@@ -55,6 +56,15 @@ def main() -> None:
 
     set_threads(spec["model"], spec["threads"])
     model = og.Model(spec["model"])
+    if spec["workload"] == "quality":
+        ids = spec["quality_ids"]
+        generator = make_generator(og, model, len(ids))
+        score = Perplexity(ids)
+        for start, part in chunks(ids, 256):
+            generator.append_tokens(part)
+            score.add(generator.get_output("logits")[0][-len(part):], start)
+        emit(score.result())
+        return
     if spec["workload"] == "long":
         # Ask for the whole text: genai refuses a max_length beyond the model's context, and
         # that refusal is the result.

@@ -33,6 +33,7 @@ class Peer:
     env: str | None  # a key of ENV_SPECS, or None for edgekv's own interpreter
     model: str  # which prepared model files it runs: "hf_dir", "gguf", or an export's name
     spec: dict[str, Any] = field(default_factory=dict)  # extra keys for its child
+    quality: bool = True  # runs the quality workload (optimum's fp32 is HF's weights again)
 
 
 PEERS: dict[str, Peer] = {p.name: p for p in [
@@ -40,7 +41,7 @@ PEERS: dict[str, Peer] = {p.name: p for p in [
     Peer("ort_genai_fp32", "peer_ort_genai", "ort_genai", "ort_genai-fp32"),
     Peer("ort_genai_int4", "peer_ort_genai", "ort_genai", "ort_genai-int4"),
     Peer("llama_cpp", "peer_llama_cpp", "llama_cpp", "gguf"),
-    Peer("optimum_ort", "peer_optimum", "optimum", "optimum-onnx"),
+    Peer("optimum_ort", "peer_optimum", "optimum", "optimum-onnx", quality=False),
 ]}
 
 # Exports made from the HF directory, inside the peer's venv: (script, precision).

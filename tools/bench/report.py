@@ -3,7 +3,9 @@
 Shape (issue 8): {"edgekv", "peers": {name: ...}, "edgekv_int4", "bound"}; every runner's object
 has prefill_tps, decode_tps, peak_rss_mb (or "error": why), edgekv's also rss_growth_4k_32k and
 overhead_frac. Speeds are also given as ratios to every peer measured in the same run
-(`ratio_to_peers`: edgekv's speed / the peer's).
+(`ratio_to_peers`: edgekv's speed / the peer's). Where the quality workload ran, a runner has
+`ppl` over `ppl_tokens`, and a quantized one `ppl_cost`: its perplexity / that of the fp32
+runner of the same weights (QUALITY_REFERENCE) - 1.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from typing import Any
 
 PEER_ORDER = ("hf", "ort_genai_fp32", "ort_genai_int4", "llama_cpp", "optimum_ort")
 SPEEDS = ("prefill_tps", "decode_tps")
+# A quantized runner's quality is measured against the fp32 runner of the same weights: edgekv's
+# fp32 bundle, onnxruntime-genai's fp32 model, HF on the GGUF dequantized (for llama.cpp).
+QUALITY_REFERENCE = {"edgekv_int4": "edgekv", "ort_genai_int4": "ort_genai_fp32",
+                     "llama_cpp": "hf"}
 Result = dict[str, Any]
 
 
@@ -50,6 +56,11 @@ def build_report(edgekv: Result, peers: dict[str, Result], edgekv_int4: Result,
     for key in ("edgekv", "edgekv_int4"):
         if "error" not in report[key]:
             report[key]["ratio_to_peers"] = ratios(report[key], ordered)
+    runners = {"edgekv": report["edgekv"], "edgekv_int4": report["edgekv_int4"], **ordered}
+    for name, reference in QUALITY_REFERENCE.items():
+        quantized, fp32 = runners.get(name, {}), runners.get(reference, {})
+        if quantized.get("ppl") and fp32.get("ppl"):
+            quantized["ppl_cost"] = quantized["ppl"] / fp32["ppl"] - 1.0
     if edgekv.get("decode_tps") and bound.get("decode_tps"):
         report["bound"]["edgekv_frac_of_bound"] = edgekv["decode_tps"] / bound["decode_tps"]
     return report
@@ -64,7 +75,7 @@ def render(report: Result) -> str:
     rows = [("edgekv", report["edgekv"]), ("edgekv_int4", report["edgekv_int4"]),
             *report["peers"].items()]
     lines = [f"{'runner':<16}{'prefill tok/s':>14}{'decode tok/s':>14}{'peak RSS MiB':>14}"
-             f"{'RSS 4k->32k':>13}{'overhead':>10}"]
+             f"{'RSS 4k->32k':>13}{'overhead':>10}{'perplexity':>20}"]
     notes: list[str] = []
     for name, r in rows:
         if "error" in r:
@@ -74,11 +85,17 @@ def render(report: Result) -> str:
         lines.append(f"{name:<16}{_num(r.get('prefill_tps'), 14, '.1f')}"
                      f"{_num(r.get('decode_tps'), 14, '.1f')}"
                      f"{_num(r.get('peak_rss_mb'), 14, '.0f')}"
-                     f"{_growth(r):>13}{_num(r.get('overhead_frac'), 10, '.1%')}")
+                     f"{_growth(r):>13}{_num(r.get('overhead_frac'), 10, '.1%')}{_ppl(r):>20}")
+        if "ppl_error" in r:
+            notes.append(f"{name} perplexity: {r['ppl_error']}")
         for budget, run in (r.get("long") or {}).items():
             if "error" in run:
                 notes.append(f"{name} long stream{_at(budget)}: {run['error']}")
     lines += [f"{name} bundle: {_options(r['bundle'])}" for name, r in rows[:2] if "bundle" in r]
+    tokens = next((r["ppl_tokens"] for _, r in rows if "ppl_tokens" in r), None)
+    if tokens:
+        lines.append(f"perplexity: over the text's first {tokens + 1} tokens, the whole context "
+                     "kept; (+x%) against the fp32 runner of the same weights")
     lines += ["", *_ratio_lines(report), "", _bound_line(report["bound"])]
     if notes:
         lines += ["", "errors:", *(f"  {n}" for n in notes)]
@@ -103,6 +120,13 @@ def _at(budget: str) -> str:
 
 def _num(value: float | None, width: int, fmt: str) -> str:
     return f"{value:>{width}{fmt}}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
+
+
+def _ppl(r: Result) -> str:
+    if not isinstance(r.get("ppl"), (int, float)):
+        return "-"
+    cost = f" ({r['ppl_cost']:+.1%})" if isinstance(r.get("ppl_cost"), (int, float)) else ""
+    return f"{r['ppl']:.3f}{cost}"
 
 
 def _growth(r: Result) -> str:

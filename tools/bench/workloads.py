@@ -19,6 +19,9 @@ class Workloads:
     long_tokens: int = 32768  # the long stream
     mark_tokens: int = 4096  # RSS growth is measured from here to the end of the long stream
     long_budgets: tuple[int, ...] = (512, 2048)  # edgekv budgets for the long stream
+    # perplexity of each runner over the text's first tokens, whole context (0: not measured):
+    # what a quantized runner's speed costs in quality, each against its own fp32 runner
+    quality_tokens: int = 2048
     threads: int = 2
     membw_mib: int = 256  # per thread and array: far above any cache, so DRAM is what is timed
 
@@ -27,24 +30,26 @@ class Workloads:
 
 
 QUICK = Workloads(prompt_tokens=128, decode_tokens=16, long_tokens=1024, mark_tokens=256,
-                  long_budgets=(), membw_mib=32)  # () = the bundle's own budget
+                  long_budgets=(), membw_mib=32, quality_tokens=64)  # () = the bundle's own budget
 
 
 @dataclass(frozen=True)
 class TokenIds:
     prompt: list[int]
     long: list[int]
+    quality: list[int]
 
 
 def cut_ids(all_ids: list[int], w: Workloads) -> TokenIds:
     """The prompt is the text's start; the long stream repeats the text if it is too short."""
-    need = max(w.prompt_tokens, w.long_tokens)
+    need = max(w.prompt_tokens, w.long_tokens, w.quality_tokens)
     if not all_ids:
         raise ValueError("the workload text has no tokens")
     repeated = list(all_ids)
     while len(repeated) < need:
         repeated += all_ids
-    return TokenIds(prompt=repeated[: w.prompt_tokens], long=repeated[: w.long_tokens])
+    return TokenIds(prompt=repeated[: w.prompt_tokens], long=repeated[: w.long_tokens],
+                    quality=repeated[: w.quality_tokens])
 
 
 def text_ids(bundle_dir: str | Path, text: str | Path = DEFAULT_TEXT) -> list[int]:
