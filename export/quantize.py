@@ -82,13 +82,11 @@ def quantize_blocks(weight_nk: np.ndarray, block_size: int = BLOCK_SIZE):
 
 def dequantize_blocks(packed: np.ndarray, scales: np.ndarray, zero_points: np.ndarray,
                       k: int) -> np.ndarray:
-    """The fp32 weights [N, K] that a MatMulNBits node computes with (for validation)."""
-    n, blocks, half = packed.shape
-    q = np.empty((n, blocks, half * 2), dtype=np.float32)
-    q[..., 0::2] = packed & 0x0F
-    q[..., 1::2] = packed >> 4
-    w = (q - zero_points[..., None]) * scales[..., None]
-    return w.reshape(n, blocks * half * 2)[:, :k]
+    """The fp32 weights [N, K] that `quantize_blocks`' codes, scales and float zero points
+    stand for."""
+    n = packed.shape[0]
+    w = (_unpack(packed).astype(np.float32) - zero_points[..., None]) * scales[..., None]
+    return w.reshape(n, -1)[:, :k]
 
 
 def int8_blocks(weight_nk: np.ndarray, block_size: int = BLOCK_SIZE
@@ -156,11 +154,10 @@ def quantize_graph(model: onnx.ModelProto, block_size: int = BLOCK_SIZE,
         # one) is scale * (8 - zp_float): the nearest integer zp carries all of it but a
         # residual of at most half a step, which rides on extra rows (export/offset_digits.py).
         offset = scales * (8.0 - zero_points)  # [N, blocks]
-        blocks = offset.shape[1]
         zp = np.clip(np.rint(zero_points), 0, 15).astype(np.uint8)
         coarse = scales.astype(np.float64) * (8.0 - zp)
         codes, digit_scales = offset_digits(offset - coarse, DIGITS, block_size)
-        carried = coarse + carried_offsets(codes, digit_scales, blocks, DIGITS)
+        carried = coarse + carried_offsets(codes, digit_scales, zp.shape[1], DIGITS)
         dequantized[weight.name] = _dequantize(packed, scales, carried, k)
         zp_all = np.concatenate([zp, np.full(codes.shape[:2], 8, np.uint8)], axis=1)
         names = [f"{weight.name}.q4", f"{weight.name}.scales", f"{weight.name}.zero_points"]
@@ -213,9 +210,14 @@ def _pack(codes: np.ndarray) -> np.ndarray:
 def _dequantize(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray, k: int
                 ) -> np.ndarray:
     """The fp32 weights [N, K] a node computes with: scale * (q - 8) + the carried offset."""
-    n, blocks, half = packed.shape
-    q = np.empty((n, blocks, half * 2), dtype=np.float64)
-    q[..., 0::2] = packed & 0x0F
-    q[..., 1::2] = packed >> 4
-    w = (q - 8.0) * scales[..., None] + offsets[..., None]  # offsets: scale * (8 - zp)
-    return w.reshape(n, blocks * half * 2)[:, :k].astype(np.float32)
+    n = packed.shape[0]
+    w = (_unpack(packed) - 8.0) * scales[..., None] + offsets[..., None]
+    return w.reshape(n, -1)[:, :k].astype(np.float32)
+
+
+def _unpack(packed: np.ndarray) -> np.ndarray:
+    """Bytes [..., m] -> 4-bit codes [..., 2m] as float64, the low nibble first."""
+    codes = np.empty((*packed.shape[:-1], 2 * packed.shape[-1]), dtype=np.float64)
+    codes[..., 0::2] = packed & 0x0F
+    codes[..., 1::2] = packed >> 4
+    return codes
