@@ -3,6 +3,7 @@ and the edgekv side on a tiny bundle. Nothing here creates a venv or compiles an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -85,9 +86,9 @@ def test_a_peer_that_cannot_be_set_up_is_reported_and_the_others_run(monkeypatch
     monkeypatch.setattr(bench, "prepare", refuse)
     ids = cut_ids(list(range(100)), QUICK)
     setup = bench.Setup(tmp_path, log=lambda _m: None)
-    result = bench.run_peer("llama_cpp", ids, QUICK, setup, long=True, log=lambda _m: None)
+    result = bench.peer_child("llama_cpp", ids, QUICK, setup, log=lambda _m: None)
     assert result == {"error": "llama_cpp: pip install failed (exit 1)"}
-    assert "unknown peer" in bench.run_peer("vllm", ids, QUICK, setup, True, print)["error"]
+    assert "unknown peer" in bench.peer_child("vllm", ids, QUICK, setup, print)["error"]
     assert set(PEERS) == {"hf", "ort_genai_fp32", "ort_genai_int4", "llama_cpp", "optimum_ort"}
 
 
@@ -109,6 +110,51 @@ def test_a_quantized_runner_gets_its_perplexity_cost_against_its_own_fp32_runner
     text = render(report)
     assert "19.190 (+1.0%)" in text and "28.000 (+40.0%)" in text
     assert "first 2048 tokens" in text
+
+
+def test_a_runner_speed_over_rounds_is_the_median_and_keeps_each_round():
+    rounds = [{**fake(100.0, 10.0, 500.0), "overhead_frac": 0.03, "first_tokens": [1]},
+              {"error": "killed"},
+              {**fake(300.0, 30.0, 700.0), "overhead_frac": 0.05, "first_tokens": [1]},
+              {**fake(200.0, 20.0, 600.0), "overhead_frac": 0.01, "first_tokens": [1]}]
+    out = bench.median_speed(rounds)
+    assert (out["prefill_tps"], out["decode_tps"], out["overhead_frac"]) == (200.0, 20.0, 0.03)
+    assert out["peak_rss_mb"] == 700.0 and out["first_tokens"] == [1]
+    assert out["rounds"][1] == {"error": "killed"} and len(out["rounds"]) == 4
+    assert bench.median_speed([{"error": "a"}, {"error": "b"}]) == {"error": "a"}
+    assert "rounds" not in bench.median_speed(rounds[:1])
+
+
+def test_rounds_interleave_the_runners_then_quality_and_long_run_once(monkeypatch, tmp_path):
+    calls: list[tuple[str, str]] = []
+
+    def runner(name):
+        def child(workload, tag=None, **extra):
+            calls.append((name, workload))
+            if workload == "quality":
+                return {"ppl": 10.0, "ppl_tokens": 63}
+            if workload == "long":
+                return {"rss_growth": 0.01}
+            return {**fake(100.0, 10.0 * len(calls)), "overhead_frac": 0.02}
+        return child
+
+    monkeypatch.setattr(bench, "text_ids", lambda bundle, text: list(range(300)))
+    monkeypatch.setattr(bench, "measure_bound", lambda *a: {"membw_gbps": 40.0})
+    monkeypatch.setattr(bench, "edgekv_child", lambda bundle, ids, w, logs, label: runner(label))
+    monkeypatch.setattr(bench, "peer_child", lambda name, ids, w, setup, log: (
+        runner(name) if name == "hf" else {"error": "not set up"}))
+    monkeypatch.setattr(bench, "long_budgets", lambda bundle, w: [96])
+    opts = bench.BenchOptions(bundle=tmp_path, int4_bundle=tmp_path, peers=["hf", "llama_cpp"],
+                              cache_dir=tmp_path, workloads=dataclasses.replace(QUICK, rounds=2))
+    report = bench.run_bench(opts, log=lambda _m: None)
+    speed = [n for n, wl in calls if wl == "speed"]
+    assert speed == ["edgekv", "edgekv_int4", "hf"] * 2
+    assert sorted(calls[6:]) == sorted([("edgekv", "quality"), ("edgekv", "long"),
+                                        ("edgekv_int4", "quality"), ("hf", "quality"),
+                                        ("hf", "long")])
+    assert report["edgekv"]["decode_tps"] == 25.0 and len(report["edgekv"]["rounds"]) == 2
+    assert report["peers"]["llama_cpp"] == {"error": "not set up"}
+    assert report["edgekv"]["rss_growth_4k_32k"] == 0.01 and report["edgekv_int4"]["ppl"] == 10.0
 
 
 def test_perplexity_scores_each_next_token_once_across_chunks():
@@ -178,7 +224,8 @@ def test_bandwidth_is_measured():
 def test_bench_quick_on_a_tiny_bundle_json(tiny_bundle, tmp_path, capsys):
     bundle = tiny_bundle("llama", budget=96, chunk=16)
     rc = main(["bench", "--bundle", str(bundle), "--quick", "--peers", "none", "--json",
-               "--cache-dir", str(tmp_path), "--long-tokens", "512", "--decode-tokens", "8"])
+               "--cache-dir", str(tmp_path), "--long-tokens", "512", "--decode-tokens", "8",
+               "--rounds", "2"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert list(report) == ["edgekv", "peers", "edgekv_int4", "bound"] and report["peers"] == {}
@@ -187,6 +234,7 @@ def test_bench_quick_on_a_tiny_bundle_json(tiny_bundle, tmp_path, capsys):
     assert REQUIRED | {"rss_growth_4k_32k", "overhead_frac"} <= set(edgekv)
     assert edgekv["prefill_tps"] > 0 and edgekv["decode_tps"] > 0 and edgekv["peak_rss_mb"] > 10
     assert edgekv["decoded_tokens"] == 8 and 0.0 <= edgekv["overhead_frac"] < 1.0
+    assert [set(r) for r in edgekv["rounds"]] == [{"prefill_tps", "decode_tps"}] * 2
     assert edgekv["bundle"] == {"dtype": "fp32", "budget": 96, "chunk": 16, "key_rope": "graph",
                                 "quant_compute": "", "attention": "graph",
                                 "attn_mass": True}

@@ -1,11 +1,16 @@
-"""One benchmark run: bandwidth, edgekv (fp32 and int4 bundles), then each peer, in turn.
+"""One benchmark run: bandwidth; the speed workload of every runner (edgekv's fp32 and int4
+bundles, then each peer), in `rounds` that interleave them; then each runner's quality and long
+stream.
 
 Nothing runs concurrently: every measurement is a child process alone on the machine's
-threads, so the numbers of one run are comparable with each other.
+threads, so the numbers of one run are comparable with each other. With several rounds a
+runner's speed is the median of its rounds, so a slow minute of a shared machine lands on
+every runner's round rather than on one runner's whole measurement.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -15,11 +20,12 @@ from typing import Any
 
 from edgekv.tools.bench import membw
 from edgekv.tools.bench.peers import PEERS, Setup, SetupError, prepare
-from edgekv.tools.bench.report import Result, build_report, combine
+from edgekv.tools.bench.report import SPEEDS, Result, build_report, combine
 from edgekv.tools.bench.runner import run_child, script
 from edgekv.tools.bench.workloads import DEFAULT_TEXT, TokenIds, Workloads, cut_ids, text_ids
 
 Log = Callable[[str], None]
+Child = Callable[..., Result]  # (workload, tag=None, **spec keys) -> the child's result
 CHILD_TIMEOUT_S = 3 * 3600.0  # a hung child must not hang the run; the slowest takes minutes
 
 
@@ -41,16 +47,31 @@ def run_bench(opts: BenchOptions, log: Log = print) -> Result:
     logs = opts.cache_dir / "logs"
     log(f"bench: measuring memory bandwidth with {w.threads} threads")
     bound = measure_bound(opts.bundle, opts.int4_bundle, w.threads, w.membw_mib)
-    log(f"bench: edgekv on {opts.bundle}")
-    edgekv = run_edgekv(opts.bundle, ids, w, logs, opts.long)
-    if opts.int4_bundle is None:
-        edgekv_int4: Result = {"error": "no --int4-bundle given"}
-    else:
-        log(f"bench: edgekv on {opts.int4_bundle}")
-        edgekv_int4 = run_edgekv(opts.int4_bundle, ids, w, logs, long=False, label="edgekv_int4")
     setup = Setup(opts.cache_dir, opts.peer_model, log)
-    peers = {name: run_peer(name, ids, w, setup, opts.long, log) for name in opts.peers}
-    return build_report(edgekv, peers, edgekv_int4, bound)
+    runners: dict[str, Child | Result] = {
+        "edgekv": edgekv_child(opts.bundle, ids, w, logs, "edgekv"),
+        "edgekv_int4": (edgekv_child(opts.int4_bundle, ids, w, logs, "edgekv_int4")
+                        if opts.int4_bundle else {"error": "no --int4-bundle given"}),
+        **{name: peer_child(name, ids, w, setup, log) for name in opts.peers}}
+    children = {name: c for name, c in runners.items() if callable(c)}
+    speeds: dict[str, list[Result]] = {name: [] for name in children}
+    for r in range(w.rounds):  # rounds interleave the runners: a slow minute hits them all
+        for name, child in children.items():
+            log(f"bench: {name}" + (f" (round {r + 1} of {w.rounds})" if w.rounds > 1 else ""))
+            speeds[name].append(child("speed"))
+    results = {name: c if isinstance(c, dict) else median_speed(speeds[name])
+               for name, c in runners.items()}
+    for name, child in children.items():
+        peer = PEERS.get(name)
+        if peer is None or peer.quality:
+            results[name] = with_quality(results[name], w, lambda c=child: c("quality"))
+        long_runs = (long_children(name, child, opts.bundle, w) if opts.long
+                     and name != "edgekv_int4" and "error" not in results[name] else None)
+        results[name] = combine(results[name], long_runs)
+        if name == "edgekv" and long_runs is not None:
+            results[name].setdefault("rss_growth_4k_32k", None)
+    edgekv, edgekv_int4 = results.pop("edgekv"), results.pop("edgekv_int4")
+    return build_report(edgekv, results, edgekv_int4, bound)
 
 
 def child_spec(ids: TokenIds, w: Workloads, workload: str, **extra: Any) -> dict[str, Any]:
@@ -64,19 +85,64 @@ def child_spec(ids: TokenIds, w: Workloads, workload: str, **extra: Any) -> dict
     return spec
 
 
-def run_edgekv(bundle: Path, ids: TokenIds, w: Workloads, logs: Path, long: bool,
-               label: str = "edgekv") -> Result:
-    def child(workload: str, tag: str, **extra: Any) -> Result:
+def edgekv_child(bundle: Path, ids: TokenIds, w: Workloads, logs: Path, label: str) -> Child:
+    """Runs one workload of edgekv on `bundle` in a child; extra keys go into its spec and
+    `tag` names its log (default: the workload)."""
+    def child(workload: str, tag: str | None = None, **extra: Any) -> Result:
         spec = child_spec(ids, w, workload, bundle=str(bundle), **extra)
-        return run_child(sys.executable, script("peer_edgekv"), spec, logs / f"{label}-{tag}.log",
-                         CHILD_TIMEOUT_S, label)
+        return run_child(sys.executable, script("peer_edgekv"), spec,
+                         logs / f"{label}-{tag or workload}.log", CHILD_TIMEOUT_S, label)
 
-    speed = with_quality(child("speed", "speed"), w, lambda: child("quality", "quality"))
-    if not long:
-        return speed
-    runs = {str(b): child("long", f"long-{b}", budget=b) for b in long_budgets(bundle, w)}
-    out = combine(speed, runs)
-    out.setdefault("rss_growth_4k_32k", None)
+    return child
+
+
+def peer_child(name: str, ids: TokenIds, w: Workloads, setup: Setup, log: Log
+               ) -> Child | Result:
+    """The peer's child runner, set up first (venv, model files: once, then cached); the
+    reason as an error result where it cannot be."""
+    if name not in PEERS:
+        return {"error": f"unknown peer {name!r} (known: {', '.join(PEERS)})"}
+    peer = PEERS[name]
+    start = time.perf_counter()
+    try:
+        python, model = prepare(peer, setup)
+    except SetupError as exc:
+        log(f"bench: {name} could not be set up: {exc}")
+        return {"error": str(exc)}
+    setup_s = round(time.perf_counter() - start, 1)
+
+    def child(workload: str, tag: str | None = None, **extra: Any) -> Result:
+        spec = child_spec(ids, w, workload, model=model, **peer.spec, **extra)
+        result = run_child(python, script(peer.script), spec,
+                           setup.log_path(f"{name}-{tag or workload}"), CHILD_TIMEOUT_S, name)
+        return {**result, "setup_s": setup_s} if workload == "speed" else result
+
+    return child
+
+
+def long_children(name: str, child: Child, bundle: Path, w: Workloads) -> dict[str, Result]:
+    """The long stream: edgekv at each of the workloads' budgets, a peer once."""
+    if name != "edgekv":
+        return {"stream": child("long")}
+    return {str(b): child("long", f"long-{b}", budget=b) for b in long_budgets(bundle, w)}
+
+
+def median_speed(rounds: list[Result]) -> Result:
+    """One speed result from a runner's rounds: the median of each speed and of the overhead,
+    the largest peak RSS, the rest from the first round that ran; each round's speeds are kept
+    under `rounds` when there was more than one. All rounds failing gives the first error."""
+    ok = [r for r in rounds if "error" not in r]
+    if not ok:
+        return rounds[0]
+    out = dict(ok[0])
+    for key in (*SPEEDS, "overhead_frac", "overhead_frac_prefill"):
+        values = [r[key] for r in ok if isinstance(r.get(key), (int, float))]
+        if values:
+            out[key] = statistics.median(values)
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+    if len(rounds) > 1:
+        out["rounds"] = [{k: r.get(k) for k in SPEEDS} if "error" not in r
+                         else {"error": r["error"]} for r in rounds]
     return out
 
 
@@ -97,33 +163,6 @@ def long_budgets(bundle: Path, w: Workloads) -> list[int]:
     from edgekv.export.manifest import load_manifest
 
     return list(w.long_budgets) or [load_manifest(bundle, verify=False).budget]
-
-
-def run_peer(name: str, ids: TokenIds, w: Workloads, setup: Setup, long: bool,
-             log: Log) -> Result:
-    if name not in PEERS:
-        return {"error": f"unknown peer {name!r} (known: {', '.join(PEERS)})"}
-    peer = PEERS[name]
-    start = time.perf_counter()
-    try:
-        python, model = prepare(peer, setup)
-    except SetupError as exc:
-        log(f"bench: {name} could not be set up: {exc}")
-        return {"error": str(exc)}
-    setup_s = time.perf_counter() - start
-    log(f"bench: {name}")
-
-    def child(workload: str) -> Result:
-        spec = child_spec(ids, w, workload, model=model, **peer.spec)
-        return run_child(python, script(peer.script), spec,
-                         setup.log_path(f"{name}-{workload}"), CHILD_TIMEOUT_S, name)
-
-    speed = child("speed")
-    if peer.quality:
-        speed = with_quality(speed, w, lambda: child("quality"))
-    out = combine(speed, {"stream": child("long")} if long else None)
-    out["setup_s"] = round(setup_s, 1)
-    return out
 
 
 def measure_bound(bundle: Path, int4_bundle: Path | None, threads: int,

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="perplexity of every runner over the text's first N tokens, whole "
                    "context (2048; 0 skips it)")
     p.add_argument("--threads", type=int, default=None, help="threads of every runner (2)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="speed runs per runner, interleaved across runners; the median is "
+                   "reported (1)")
     p.add_argument("--text", default=None, help="text the token ids are cut from")
     p.add_argument("--peer-model", default="smollm2-135m",
                    help="the GGUF model the peers run (the bundle should come from it)")
@@ -43,7 +46,8 @@ def options_from(args: argparse.Namespace):  # noqa: ANN201 - BenchOptions, impo
     changes = {k: v for k, v in {"prompt_tokens": args.prompt_tokens,
                                  "decode_tokens": args.decode_tokens,
                                  "long_tokens": args.long_tokens, "threads": args.threads,
-                                 "quality_tokens": args.quality_tokens}.items()
+                                 "quality_tokens": args.quality_tokens,
+                                 "rounds": args.rounds}.items()
                if v is not None}
     if args.long_budgets:
         changes["long_budgets"] = tuple(int(b) for b in args.long_budgets.split(","))

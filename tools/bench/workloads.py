@@ -23,6 +23,7 @@ class Workloads:
     # what a quantized runner's speed costs in quality, each against its own fp32 runner
     quality_tokens: int = 2048
     threads: int = 2
+    rounds: int = 1  # speed runs per runner, interleaved; the median is reported
     membw_mib: int = 256  # per thread and array: far above any cache, so DRAM is what is timed
 
     def to_dict(self) -> dict[str, object]:
