@@ -248,6 +248,14 @@ def test_bench_quick_on_a_tiny_bundle_json(tiny_bundle, tmp_path, capsys):
     assert bound["kv_bytes"] == membw.kv_bytes(2, 2, 96, 16, 4)
 
 
+def test_zero_rounds_is_refused_before_anything_runs(tiny_bundle, tmp_path, capsys):
+    bundle = tiny_bundle("llama", budget=96, chunk=16)
+    rc = main(["bench", "--bundle", str(bundle), "--quick", "--peers", "none",
+               "--cache-dir", str(tmp_path), "--rounds", "0"])
+    assert rc == 2 and "--rounds must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
+
+
 def test_llama_cpp_is_built_for_this_cpu_but_never_with_amx():
     from edgekv.tools.bench.envs import llama_cmake_args
 

@@ -68,8 +68,6 @@ def run_bench(opts: BenchOptions, log: Log = print) -> Result:
         long_runs = (long_children(name, child, opts.bundle, w) if opts.long
                      and name != "edgekv_int4" and "error" not in results[name] else None)
         results[name] = combine(results[name], long_runs)
-        if name == "edgekv" and long_runs is not None:
-            results[name].setdefault("rss_growth_4k_32k", None)
     edgekv, edgekv_int4 = results.pop("edgekv"), results.pop("edgekv_int4")
     return build_report(edgekv, results, edgekv_int4, bound)
 

@@ -39,9 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace):  # noqa: ANN201 - BenchOptions, imported lazily
+    from edgekv.runtime.errors import EdgeKVError
     from edgekv.tools.bench.bench import BenchOptions
     from edgekv.tools.bench.workloads import QUICK, Workloads
 
+    if args.rounds is not None and args.rounds < 1:
+        raise EdgeKVError(f"--rounds must be at least 1, not {args.rounds}")
     w = QUICK if args.quick else Workloads()
     changes = {k: v for k, v in {"prompt_tokens": args.prompt_tokens,
                                  "decode_tokens": args.decode_tokens,
