@@ -86,7 +86,8 @@ class Perplexity:
         """logits [n, V] are the predictions after tokens start .. start + n - 1."""
         import numpy as np
 
-        rows = np.asarray(logits, dtype=np.float64).reshape(-1, np.shape(logits)[-1])
+        rows = np.asarray(logits, dtype=np.float64)
+        rows = rows.reshape(-1, rows.shape[-1])
         targets = np.asarray(self.ids[start + 1 : start + 1 + len(rows)])
         rows = rows[: len(targets)]  # the last token predicts nothing we have
         top = rows.max(axis=-1)
@@ -94,11 +95,11 @@ class Perplexity:
         self.nll += float((lse - rows[np.arange(len(targets)), targets]).sum())
         self.scored += len(targets)
 
-    def result(self, **extra: Any) -> dict[str, Any]:
+    def result(self) -> dict[str, Any]:
         import math
 
         return {"ppl": math.exp(self.nll / self.scored), "ppl_tokens": self.scored,
-                "peak_rss_mb": peak_rss_mb(), **extra}
+                "peak_rss_mb": peak_rss_mb()}
 
 
 def chunks(ids: list[int], size: int) -> Iterator[tuple[int, list[int]]]:
