@@ -16,6 +16,7 @@ re-rotates only the keys whose rank did not move (the sinks).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -25,6 +26,17 @@ from edgekv.export.manifest import EMPTY_SLOT_BIAS, DecoderDims
 
 ChunkRotation = Callable[[torch.Tensor, int], torch.Tensor]  # (queries or keys, layer) -> rotated
 _EXP_FLOOR = -80.0  # softmax exponents below this are taken as this (see DecoderStep.forward)
+
+
+# HF's `hidden_act` names -> the gate's activation (the MLP is act(gate) * up).
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": nn.functional.silu,
+    "swish": nn.functional.silu,
+    "gelu": nn.functional.gelu,
+    "gelu_pytorch_tanh": partial(nn.functional.gelu, approximate="tanh"),
+    "gelu_new": partial(nn.functional.gelu, approximate="tanh"),
+    "relu": nn.functional.relu,
+}
 
 
 class RMSNorm(nn.Module):
@@ -59,13 +71,14 @@ class DecoderLayer(nn.Module):
         self.input_norm = RMSNorm(h, dims.rms_norm_eps, fused_norm)
         self.q_size, self.kv_size = dims.num_heads * d, dims.num_kv_heads * d
         self.qkv_proj = nn.Linear(h, self.q_size + 2 * self.kv_size, bias=dims.qkv_bias)
-        self.o_proj = nn.Linear(dims.num_heads * d, h, bias=False)
+        self.o_proj = nn.Linear(dims.num_heads * d, h, bias=dims.o_bias)
         if dims.qk_norm:
             self.q_norm = RMSNorm(d, dims.rms_norm_eps, fused_norm)
             self.k_norm = RMSNorm(d, dims.rms_norm_eps, fused_norm)
         self.post_norm = RMSNorm(h, dims.rms_norm_eps, fused_norm)
-        self.gate_up_proj = nn.Linear(h, 2 * dims.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(dims.intermediate_size, h, bias=False)
+        self.gate_up_proj = nn.Linear(h, 2 * dims.intermediate_size, bias=dims.mlp_bias)
+        self.down_proj = nn.Linear(dims.intermediate_size, h, bias=dims.mlp_bias)
+        self.act = ACTIVATIONS[dims.hidden_act]
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -313,7 +326,7 @@ class DecoderStep(nn.Module):
         h = layer.post_norm(x)
         gate_up, half = layer.gate_up_proj(h), self.dims.intermediate_size
         gate, up = gate_up[:, :half], gate_up[:, half:]
-        return x + layer.down_proj(nn.functional.silu(gate) * up)
+        return x + layer.down_proj(layer.act(gate) * up)
 
     def _fused_attention(self, layer: DecoderLayer, qkv: torch.Tensor, past_k: torch.Tensor,
                          past_v: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor,
@@ -336,6 +349,7 @@ class DecoderStep(nn.Module):
             qkv = torch.cat([q, k.reshape(c, -1), qkv[:, nq + layer.kv_size:]], -1)
         if self.attn_mass:  # one row per KV head: to each of its query heads
             bias = bias.expand(n_kv, group, c, width).reshape(1, n_kv * group, c, width)
+        bias = bias.to(qkv.dtype)  # the kernel takes it in q's type (fp16 bundles)
         if past_k.dim() == 3:  # the eager oracle's cache views; exported graphs take [1, ...]
             past_k, past_v = past_k.unsqueeze(0), past_v.unsqueeze(0)
         out, present_k, present_v, probs = gqa_op.gqa(
@@ -345,7 +359,7 @@ class DecoderStep(nn.Module):
         # which an op in between would copy.
         mass = None
         if self.attn_mass:  # the weighted probabilities summed over each KV head's query rows
-            mass = torch.matmul(weight, probs.reshape(n_kv, group * c, width))[:, 0]
+            mass = torch.matmul(weight, probs.float().reshape(n_kv, group * c, width))[:, 0]
         return out.squeeze(0), qkv, present_k, present_v, mass
 
 

@@ -225,6 +225,12 @@ def export_model(
                                        cached_rope=options.key_rope == "cached",
                                        gqa=options.attention == "gqa",
                                        attn_mass=options.attn_mass)
+    window = adapter.sliding_window(model)
+    if window is not None and options.budget > window:
+        raise ModelError(
+            f"this model attends to at most its last {window} tokens (sliding_window); a "
+            f"--budget of {options.budget} would let it look further back than it was trained "
+            f"to: export with --budget {window} or less")
     dims = step.dims
     log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
         f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")
@@ -290,7 +296,7 @@ def export_model(
         ids = tokenizer(VALIDATION_PROMPT).input_ids[: options.budget]
         reference = None  # HF's logits on `ids`, when validating
         if options.validate:
-            from edgekv.export.validate import compare_with_step, hf_logits, max_diff
+            from edgekv.export.validate import compare_with_step, hf_logits, max_diff, step_logits
 
             tolerance = options.tolerance or DEFAULT_TOLERANCE[options.dtype]
             reference = hf_logits(model, ids)
@@ -298,6 +304,17 @@ def export_model(
             log(f"validation: max |logit diff| vs HF = {diff:.2e} over {len(ids)} tokens")
             vs_hf = diff
             if quantized:
+                # Quantization moves logits more than a missing bias or another activation
+                # would: that the graph is HF's model is checked on the float weights, eagerly
+                # (the step that was traced), at fp32's tolerance.
+                structure = float(np.abs(step_logits(tmp, step, ids) - reference).max())
+                log(f"validation: max |logit diff| vs HF with the float weights = "
+                    f"{structure:.2e} (eager)")
+                if not structure <= DEFAULT_TOLERANCE["fp32"]:
+                    raise ModelError(
+                        f"the exported decoder, with float weights, differs from the HF model "
+                        f"by {structure:.3e} > {DEFAULT_TOLERANCE['fp32']:.0e}: it does not "
+                        "compute what the model does; bundle not written")
                 diff = compare_with_step(tmp, _with_weights(step, dequantized), ids)
                 log(f"validation: max |logit diff| vs the dequantized weights = {diff:.2e} "
                     "(exact compute)")
@@ -309,6 +326,8 @@ def export_model(
                 )
             validation = {"max_abs_logit_diff": diff, "tolerance": tolerance,
                           "prompt_tokens": len(ids), "backend": "ort", "vs_hf": vs_hf}
+            if quantized:
+                validation["float_weights_vs_hf"] = structure
             if vision is not None:
                 validation.update(vision.validate(tmp, tolerance, log))
             # The manifest is not among the hashed files, so the digests stay valid.

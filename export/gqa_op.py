@@ -61,7 +61,9 @@ def gqa(qkv: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
     if past_k.shape[2] >= budget + c:  # scratch rows to write to (the eager oracle has none)
         present_k[0, :, budget:budget + c] = new_k
         present_v[0, :, budget:budget + c] = new_v
-    return out, present_k, present_v, probs.unsqueeze(0) if with_probs else bias.new_empty(0)
+    # the kernel gives the probabilities in q's type
+    return (out, present_k, present_v,
+            probs.to(qkv.dtype).unsqueeze(0) if with_probs else bias.new_empty(0))
 
 
 @gqa.register_fake
@@ -73,5 +75,5 @@ def _gqa_shape(qkv: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
                                                  torch.Tensor]:
     c, d = qkv.shape[1], 2 * cos_table.shape[-1]
     out = qkv.new_empty(1, c, num_heads * d)
-    probs = torch.empty_like(bias, dtype=torch.float32) if with_probs else bias.new_empty(0)
+    probs = torch.empty_like(bias, dtype=qkv.dtype) if with_probs else bias.new_empty(0)
     return out, torch.empty_like(past_k), torch.empty_like(past_v), probs

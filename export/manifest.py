@@ -50,6 +50,8 @@ class DecoderDims:
     rope_type: str = "default"
     max_position_embeddings: int = 0
     qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
     qk_norm: bool = False
     hidden_act: str = "silu"
     tie_word_embeddings: bool = True

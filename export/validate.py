@@ -39,12 +39,24 @@ def max_diff(bundle_dir: str | Path, ids: list[int], reference: np.ndarray,
                         - reference).max())
 
 
+def hf_limit(manifest: Any, reference: np.ndarray) -> float:
+    """The largest |logit difference| from HF's `reference` logits a bundle may show and still
+    be the model it came from: the dtype's tolerance, or, where int4 weights or an int8 cache
+    move logits by design, the drift export refuses above (a share of the largest logit)."""
+    from edgekv.export.exporter import DEFAULT_TOLERANCE, INT8_COMPUTE_DRIFT
+
+    if manifest.dtype == "int4" or manifest.kv_quant == "int8":
+        return INT8_COMPUTE_DRIFT * float(np.abs(reference).max())
+    return float(manifest.validation.get("tolerance") or DEFAULT_TOLERANCE[manifest.dtype])
+
+
 def compare(bundle_dir: str | Path, model: Any, ids: list[int], backend: str = "ort") -> float:
     return max_diff(bundle_dir, ids, hf_logits(model, ids), backend)
 
 
-def compare_with_step(bundle_dir: str | Path, step: Any, ids: list[int]) -> float:
-    """Max |logit diff| between the bundle (ORT) and `step` run eagerly on the same cache path."""
+def step_logits(bundle_dir: str | Path, step: Any, ids: list[int]) -> np.ndarray:
+    """`step` (a DecoderStep) run eagerly on `ids` through the bundle's cache path, chunk by
+    chunk with the `full` policy: [n, V]."""
     from edgekv.runtime import key_rotation
     from edgekv.runtime.backends.torch_ref import TorchBackend
     from edgekv.runtime.cache import KVCache
@@ -59,4 +71,9 @@ def compare_with_step(bundle_dir: str | Path, step: Any, ids: list[int]) -> floa
                       m.position_mode, m.chunk)
     parts: list[np.ndarray] = []
     session.feed(ids, on_chunk=lambda _offset, logits: parts.append(logits.copy()))
-    return float(np.abs(bundle_logits(bundle_dir, ids) - np.concatenate(parts)).max())
+    return np.concatenate(parts)
+
+
+def compare_with_step(bundle_dir: str | Path, step: Any, ids: list[int]) -> float:
+    """Max |logit diff| between the bundle (ORT) and `step` run eagerly on the same cache path."""
+    return float(np.abs(bundle_logits(bundle_dir, ids) - step_logits(bundle_dir, step, ids)).max())

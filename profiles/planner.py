@@ -40,7 +40,9 @@ def weight_params(d: DecoderDims) -> int:
     attn = d.hidden_size * d.head_dim * (2 * d.num_heads + 2 * d.num_kv_heads)
     if d.qkv_bias:
         attn += d.head_dim * (d.num_heads + 2 * d.num_kv_heads)
+    attn += d.hidden_size if d.o_bias else 0
     mlp = 3 * d.hidden_size * d.intermediate_size
+    mlp += 2 * d.intermediate_size + d.hidden_size if d.mlp_bias else 0
     norms = 2 * d.hidden_size + (2 * d.head_dim if d.qk_norm else 0)
     embed = d.vocab_size * d.hidden_size
     lm_head = 0 if d.tie_word_embeddings else embed  # tied: stored and mapped once

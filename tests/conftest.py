@@ -45,19 +45,22 @@ def _tiny_tokenizer(directory: Path, vocab: int):
     return fast
 
 
-def tiny_config(family: str, vocab: int = 512):
+def tiny_config(family: str, vocab: int = 512, **overrides):
+    """The tiny config of `family`; `overrides` replace or add config fields."""
     import transformers as tf
 
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                   tie_word_embeddings=True, eos_token_id=2, bos_token_id=0, pad_token_id=0)
+    common.update(overrides)
     if family == "llama":
         rope = {"rope_type": "default", "rope_theta": 10000.0}
         return tf.LlamaConfig(**common, rope_parameters=rope)
     if family == "qwen2":
         return tf.Qwen2Config(**common)
     if family == "mistral":
-        return tf.MistralConfig(**{**common, "tie_word_embeddings": False}, sliding_window=None)
+        return tf.MistralConfig(**{"sliding_window": None, **common,
+                                   "tie_word_embeddings": False})
     if family == "qwen3":
         return tf.Qwen3Config(**common, head_dim=16)
     raise ValueError(family)
@@ -65,26 +68,31 @@ def tiny_config(family: str, vocab: int = 512):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """family -> directory of a seeded tiny HF model of that family, with a BPE tokenizer."""
-    made: dict[str, Path] = {}
+    """(family, **config overrides) -> directory of a seeded tiny HF model of that family, with
+    a BPE tokenizer."""
+    made: dict[tuple, Path] = {}
 
-    def make(family: str) -> Path:
-        if family not in made:
+    def make(family: str, **overrides) -> Path:
+        key = (family, tuple(sorted(overrides.items())))
+        if key not in made:
             import torch
             from transformers import AutoModelForCausalLM
 
             directory = tmp_path_factory.mktemp(f"tiny-{family}")
             torch.manual_seed(0)
-            model = AutoModelForCausalLM.from_config(tiny_config(family))
-            # Random norms (not all ones) so a mix-up of norm weights cannot go unnoticed.
+            model = AutoModelForCausalLM.from_config(tiny_config(family, **overrides))
+            # Random norms (not all ones) and biases (not zeros) so a mix-up or a dropped one
+            # cannot go unnoticed.
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     if "norm" in name:
                         p.uniform_(0.5, 1.5)
+                    elif name.endswith(".bias"):
+                        p.uniform_(-0.5, 0.5)
             model.save_pretrained(directory)
             _tiny_tokenizer(directory, 512)
-            made[family] = directory
-        return made[family]
+            made[key] = directory
+        return made[key]
 
     return make
 

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from edgekv.export.decoder_step import ACTIVATIONS
 from edgekv.export.manifest import DecoderDims
 from edgekv.runtime.errors import ModelError
 
@@ -24,6 +25,9 @@ LAYER_WEIGHTS: dict[str, str | tuple[str, ...]] = {
 QKV_BIASES = {
     "qkv_proj.bias": ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
 }
+O_BIAS = {"o_proj.bias": "self_attn.o_proj.bias"}
+MLP_BIASES = {"gate_up_proj.bias": ("mlp.gate_proj.bias", "mlp.up_proj.bias"),
+              "down_proj.bias": "mlp.down_proj.bias"}
 QK_NORMS = {"q_norm.weight": "self_attn.q_norm.weight", "k_norm.weight": "self_attn.k_norm.weight"}
 
 
@@ -51,9 +55,37 @@ class LlamaShapedAdapter:
         """(q/k/v biases, q/k norms) of the decoder blocks."""
         return self.qkv_bias, self.qk_norm
 
+    def biases(self, model: Any) -> tuple[bool, bool, bool]:
+        """(q/k/v, o, MLP) biases, as the first block has them: a family's own switch, or a
+        config that turns them on (Llama's `attention_bias`, `mlp_bias`)."""
+        block = self.language_model(model).layers[0]
+        attn, mlp = block.self_attn, block.mlp
+        qkv = self.block_flags(model)[0] or attn.q_proj.bias is not None
+        mlp_bias = {p.bias is not None for p in (mlp.gate_proj, mlp.up_proj, mlp.down_proj)}
+        if len(mlp_bias) > 1:
+            raise ModelError("MLP projections with a bias on some and not others are not "
+                             "supported")
+        return qkv, attn.o_proj.bias is not None, mlp_bias.pop()
+
+    def sliding_window(self, model: Any) -> int | None:
+        """How many tokens back the model's attention reaches in any layer (`sliding_window`,
+        where the config turns it on); None: every layer sees the whole context."""
+        cfg = self.text_config(model)
+        window = getattr(cfg, "sliding_window", None)
+        layer_types = getattr(cfg, "layer_types", None)
+        if layer_types is not None and "sliding_attention" not in layer_types:
+            return None  # Qwen2 and Qwen3 name the sliding layers; none here
+        if getattr(cfg, "use_sliding_window", True) is False:
+            return None
+        return int(window) if window else None
+
     def dims(self, model: Any) -> DecoderDims:
         cfg = self.text_config(model)
-        qkv_bias, qk_norm = self.block_flags(model)
+        qk_norm = self.block_flags(model)[1]
+        qkv_bias, o_bias, mlp_bias = self.biases(model)
+        if cfg.hidden_act not in ACTIVATIONS:
+            raise ModelError(f"hidden_act {cfg.hidden_act!r} is not supported; supported: "
+                             f"{', '.join(ACTIVATIONS)}")
         lm = self.language_model(model)
         rope = getattr(lm, "rotary_emb", None)
         if rope is None:
@@ -80,6 +112,8 @@ class LlamaShapedAdapter:
             rope_type=rope_type,
             max_position_embeddings=int(getattr(cfg, "max_position_embeddings", 0) or 0),
             qkv_bias=qkv_bias,
+            o_bias=o_bias,
+            mlp_bias=mlp_bias,
             qk_norm=qk_norm,
             hidden_act=cfg.hidden_act,
             tie_word_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
@@ -89,9 +123,11 @@ class LlamaShapedAdapter:
         """DecoderStep's state dict, taken from the HF model (copied only where fused)."""
         lm = self.language_model(model)
         names = dict(LAYER_WEIGHTS)
-        qkv_bias, qk_norm = self.block_flags(model)
-        if qkv_bias:
-            names.update(QKV_BIASES)
+        qk_norm = self.block_flags(model)[1]
+        for present, extra in zip(self.biases(model), (QKV_BIASES, O_BIAS, MLP_BIASES),
+                                  strict=True):
+            if present:
+                names.update(extra)
         if qk_norm:
             names.update(QK_NORMS)
         hf = lm.state_dict()

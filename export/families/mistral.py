@@ -1,4 +1,6 @@
-"""Mistral: the Llama block. Its sliding window is not applied: the KV budget bounds attention."""
+"""Mistral: the Llama block. Its sliding window is the budget's upper bound (export refuses a
+larger budget, `sliding_window`): the cache then never holds a token the model would not see,
+except that a chunk's later tokens see up to chunk - 1 more than the window."""
 
 from dataclasses import dataclass
 from typing import ClassVar

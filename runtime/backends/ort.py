@@ -66,7 +66,8 @@ class OrtBackend:
         arrays = cache.buffers or (cache.keys, cache.values)  # with scratch rows, if any
         for which, array in zip(("past_keys", "past_values"), arrays, strict=True):
             names = manifest.kv_input_names(which)
-            parts = [array] if len(names) == 1 else list(array)
+            # per layer: one view each (a one-layer model too, whose one name is layer 0's)
+            parts = list(array) if manifest.kv_layout == "per_layer" else [array]
             if manifest.attention == "gqa":  # the kernel's rank, [1, Hkv, rows, D]
                 parts = [part[None] for part in parts]
             self._kv += [(n, ort.OrtValue.ortvalue_from_numpy(a)) for n, a in zip(names, parts,
@@ -141,3 +142,4 @@ class OrtBackend:
             out.stored_values = self.cache.buffers[1][:, :, live:live + c]
             out.rotated_pos = chunk_pos[None] + slot_pos[:, :1]  # each layer's shift
         return out
+

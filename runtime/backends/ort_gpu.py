@@ -66,6 +66,7 @@ class OrtGpuBackend:
         self.buffers = DeviceBuffers.allocate(manifest, "cuda")
         self.names_in, self.names_out = manifest.inputs, manifest.outputs
         self.kv_names = {w: manifest.kv_input_names(w) for w in ("past_keys", "past_values")}
+        self.per_layer = manifest.kv_layout == "per_layer"
         self.binding = self.session.io_binding()
         self.last_logits_only = last_logits_only
         self._c = 0
@@ -96,7 +97,8 @@ class OrtGpuBackend:
             self._bind(self.names_in[name], self.buffers.inputs[name], shape, output=False)
         for which, tensor in (("past_keys", self.kv.keys), ("past_values", self.kv.values)):
             names = self.kv_names[which]
-            for name, part in zip(names, [tensor] if len(names) == 1 else tensor, strict=True):
+            parts = tensor if self.per_layer else [tensor]  # a one-layer model too
+            for name, part in zip(names, parts, strict=True):
                 self._bind(name, part, tuple(part.shape), output=False)
         if LOGIT_ROWS in self.names_in:  # every row: the device buffers are sized for them
             self.binding.bind_cpu_input(self.names_in[LOGIT_ROWS], np.arange(c, dtype=np.int64))
