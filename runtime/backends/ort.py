@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from edgekv.export.manifest import LIVE_ROWS, LM_HEAD, LOGIT_ROWS, POS_SHIFT, Manifest
 from edgekv.runtime.backends.base import StepOutput
+from edgekv.runtime.backends.graph_io import Port, check_graph_io
 from edgekv.runtime.bundle import NUMPY_DTYPES
 from edgekv.runtime.cache import KVCache
 
@@ -57,13 +58,16 @@ class OrtBackend:
             sess_options=opts,
             providers=providers or ["CPUExecutionProvider"],
         )
+        arrays = cache.buffers or (cache.keys, cache.values)  # with scratch rows, if any
+        check_graph_io(manifest, _ports(self.session.get_inputs()),
+                       _ports(self.session.get_outputs()), arrays[0].dtype,
+                       NUMPY_DTYPES[manifest.dtype])
         self.io = manifest.inputs, manifest.outputs
         self.cache = cache
         self.binding = self.session.io_binding()
         # The cache as OrtValues over its own arrays, bound once: one per input (the whole
         # buffer, or a view of each layer for per-layer bundles).
         self._kv: list[tuple[str, ort.OrtValue]] = []
-        arrays = cache.buffers or (cache.keys, cache.values)  # with scratch rows, if any
         for which, array in zip(("past_keys", "past_values"), arrays, strict=True):
             names = manifest.kv_input_names(which)
             # per layer: one view each (a one-layer model too, whose one name is layer 0's)
@@ -143,3 +147,6 @@ class OrtBackend:
             out.rotated_pos = chunk_pos[None] + slot_pos[:, :1]  # each layer's shift
         return out
 
+
+def _ports(args: list) -> list[Port]:
+    return [Port(a.name, a.shape, a.type) for a in args]
