@@ -351,19 +351,28 @@ def _eval_quality(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from edgekv.export.loading import load, resolve
     from edgekv.export.manifest import load_manifest
-    from edgekv.export.validate import compare
+    from edgekv.export.validate import hf_limit, hf_logits, max_diff
 
     manifest = load_manifest(args.bundle)
     if args.image:
         return _verify_image(args, manifest)
     model, tokenizer = load(resolve(args.against))
+    vocab = model.get_input_embeddings().weight.shape[0]
+    if vocab != manifest.dims.vocab_size:
+        raise EdgeKVError(f"{args.bundle} was not exported from {args.against}: its vocabulary "
+                          f"has {manifest.dims.vocab_size} tokens, the model's {vocab}")
     ids = tokenizer(args.prompt).input_ids[: manifest.budget]
-    diff = compare(args.bundle, model, ids, backend=args.backend)
+    reference = hf_logits(model, ids)
+    diff = max_diff(args.bundle, ids, reference, backend=args.backend)
+    limit = args.tolerance if args.tolerance is not None else hf_limit(manifest, reference)
+    passed = diff <= limit
     if args.json:
-        print(json.dumps({"max_abs_logit_diff": diff, "tokens": len(ids)}))
+        print(json.dumps({"max_abs_logit_diff": diff, "tokens": len(ids), "limit": limit,
+                          "passed": passed}))
     else:
-        print(f"max_abs_logit_diff {diff:.3e} over {len(ids)} tokens")
-    return 0
+        print(f"max_abs_logit_diff {diff:.3e} over {len(ids)} tokens: "
+              f"{'PASS' if passed else 'FAIL'} (limit {limit:.1e})")
+    return 0 if passed else 1
 
 
 def _verify_image(args: argparse.Namespace, manifest: object) -> int:
@@ -609,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", required=True, help="the model the bundle came from")
     p.add_argument("--prompt", default="The capital of France is Paris, and the capital of")
     p.add_argument("--backend", default="ort")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="largest |logit diff| that passes (default: the bundle's dtype "
+                        "tolerance, or the drift export allows int4 and int8-cache bundles)")
     p.add_argument("--image", action="append", default=[], metavar="FILE",
                    help="compare an image + question prompt (repeat for several images)")
     p.add_argument("--json", action="store_true")

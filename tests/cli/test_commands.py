@@ -52,6 +52,21 @@ def test_verify_reports_the_difference(capsys, tiny_bundle, tiny_model_dir):
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["max_abs_logit_diff"] <= 1e-3 and result["tokens"] > 5
+    assert result["passed"] and result["limit"] == 1e-3
+
+
+def test_verify_fails_against_another_model(capsys, tiny_bundle, tiny_model_dir):
+    # same vocabulary and sizes, other weights: a difference, and exit status 1
+    other = tiny_model_dir("llama", initializer_range=0.05)
+    assert main(["verify", str(tiny_bundle()), "--against", str(other), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert not result["passed"] and result["max_abs_logit_diff"] > result["limit"]
+
+
+def test_verify_refuses_a_model_with_another_vocabulary(capsys, tiny_bundle, tiny_model_dir):
+    other = tiny_model_dir("llama", vocab_size=600)
+    assert main(["verify", str(tiny_bundle()), "--against", str(other)]) == 2
+    assert "its vocabulary has 512 tokens, the model's 600" in capsys.readouterr().err
 
 
 def test_policies_lists_parameters(capsys):
