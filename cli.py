@@ -213,6 +213,7 @@ def _stream(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
+    from edgekv.runtime.errors import BudgetError
     from edgekv.runtime.sampler import Sampler
     from edgekv.tools import phases
 
@@ -228,14 +229,21 @@ def _chat(args: argparse.Namespace) -> int:
     try:
         for question in questions:
             phases.mark("prefill")
-            for i, piece in enumerate(session.ask(question, args.max_new_tokens, sampler)):
-                if i == 0:
-                    phases.mark("decode")
-                if not evicted and session.cache.evictions:
-                    evicted = True
-                    phases.mark("first-eviction")
-                sys.stdout.write(piece)
-                sys.stdout.flush()
+            try:
+                for i, piece in enumerate(session.ask(question, args.max_new_tokens, sampler)):
+                    if i == 0:
+                        phases.mark("decode")
+                    if not evicted and session.cache.evictions:
+                        evicted = True
+                        phases.mark("first-eviction")
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            except BudgetError as exc:
+                if args.prompt:
+                    raise
+                # a chat goes on: the refused turn changed nothing
+                print(f"edgekv: error: {exc}", file=sys.stderr)
+                continue
             sys.stdout.write("\n")
             sys.stdout.flush()
     except KeyboardInterrupt:

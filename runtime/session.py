@@ -239,7 +239,16 @@ class Session:
         history, user = self._user_turn(question)
         rendered = text.render([*history, user], add_generation_prompt=True)
         common = _common_prefix(rendered, self._fed_text)
-        last = self.feed(text.encode(rendered[common:]))
+        ids = text.encode(rendered[common:])
+        room = self.cache.budget - int(self.cache.protected.sum(-1).max())
+        if len(ids) > room:  # refused before anything is fed: the conversation is unchanged
+            raise BudgetError(
+                f"this turn is {len(ids)} tokens and the cache has {room} slots for it (budget "
+                f"{self.cache.budget}, less what it must keep): the model would answer without "
+                "seeing its beginning. Ask a shorter question, stream long text in first "
+                "(Session.feed; `edgekv eval ppl` for a file) and ask about it, or export with "
+                "a larger --budget")
+        last = self.feed(ids)
         produced: list[int] = []
         shown = ""
         for token in self.generate(last, max_new_tokens, sampler):

@@ -9,6 +9,7 @@ a token generated), so SIGINT/SIGTERM end it with everything written so far.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 
+from edgekv.runtime.errors import BudgetError
 from edgekv.runtime.questions import StdinQuestions
 from edgekv.runtime.rss import rss_now, rss_peak
 from edgekv.runtime.schedule import AskSchedule
@@ -146,7 +148,13 @@ class StreamRun:
         stopped = False
         pieces = self.session.ask(question, self.max_new_tokens, self.sampler)
         try:
-            for piece in pieces:
+            try:
+                first_piece = next(pieces, None)
+            except BudgetError as exc:  # refused before it was fed: the stream goes on
+                self.out.write(f"(not asked: {exc})\n")
+                self.out.flush()
+                return
+            for piece in itertools.chain([] if first_piece is None else [first_piece], pieces):
                 if first is None:
                     first = time.perf_counter() - start
                 parts.append(piece)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgekv.runtime.errors import BudgetError
 from edgekv.runtime.sources.base import Frame, SourceDropped
 from edgekv.runtime.sources.synthetic import SyntheticOptions, SyntheticSource
 
@@ -75,6 +76,9 @@ class RecordingSession:
     keep_frames: bool = True
     on_piece: object = None  # called with (question, piece index) before each piece
     frame_delay_s: float = 0.0
+    max_question_chars: int | None = None  # a longer question is refused, as Session refuses
+    # a turn longer than the budget
+
 
     def append_image(self, frame: np.ndarray) -> None:
         assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
@@ -87,6 +91,8 @@ class RecordingSession:
 
     def ask(self, question: str, max_new_tokens: int = 128, sampler: object = None
             ) -> Iterator[str]:
+        if self.max_question_chars is not None and len(question) > self.max_question_chars:
+            raise BudgetError(f"this turn is {len(question)} tokens")
         self.questions.append(question)
         for i, word in enumerate(self.words[:max_new_tokens]):
             if callable(self.on_piece):

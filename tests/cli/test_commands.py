@@ -47,6 +47,21 @@ def test_chat_on_stdin_runs_many_turns_in_fixed_memory(capsys, tiny_bundle, monk
     assert used <= budget == 64
 
 
+def test_a_chat_turn_longer_than_the_budget_is_refused_and_the_chat_goes_on(
+        capsys, tiny_bundle, monkeypatch):
+    import io
+
+    long_line = "Tell me about the ball at Netherfield and who danced with whom. " * 20
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"Hello?\n{long_line}\nAnd now?\n"))
+    assert main(["run", str(tiny_bundle()), "--max-new-tokens", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("edgekv: error: this turn is") == 1
+    assert ", 6 out," in err  # both other turns answered, 3 tokens each
+    # as a one-shot --prompt it is an error: exit status 2
+    assert main(["run", str(tiny_bundle()), "--prompt", long_line]) == 2
+    assert "edgekv: error: this turn is" in capsys.readouterr().err
+
+
 def test_verify_reports_the_difference(capsys, tiny_bundle, tiny_model_dir):
     argv = ["verify", str(tiny_bundle()), "--against", str(tiny_model_dir("llama")), "--json"]
     assert main(argv) == 0

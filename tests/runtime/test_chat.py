@@ -37,3 +37,20 @@ def test_turns_feed_the_rendered_conversation_once(tiny_bundle):
     assert expected.startswith(seen)
     assert len(expected) - len(seen) <= len("<|im_end|>\n")
     assert len(session.messages) == 3  # system + the last exchange: bounded history
+
+
+def test_a_turn_longer_than_the_budget_is_refused_and_changes_nothing(tiny_bundle):
+    import pytest
+
+    from edgekv.runtime.errors import BudgetError
+
+    session = Session.open(Bundle.open(tiny_bundle()), policy="streaming")
+    first = "".join(session.ask("What do you see?", max_new_tokens=4))
+    before = (list(session.messages), session._fed_text, session.stats.tokens_in,
+              session.cache.occupied())
+    long_question = "Tell me about the ball at Netherfield and who danced with whom. " * 20
+    with pytest.raises(BudgetError, match="tokens and the cache has 96 slots for it"):
+        "".join(session.ask(long_question, max_new_tokens=4))
+    assert (list(session.messages), session._fed_text, session.stats.tokens_in,
+            session.cache.occupied()) == before
+    assert first and "".join(session.ask("And now?", max_new_tokens=4)) is not None

@@ -84,6 +84,19 @@ def test_ask_without_every_is_asked_once_at_the_end_and_stdin_questions_too(tmp_
         ("end", "Summarize."), ("stdin", "first typed"), ("stdin", "second typed")]
 
 
+def test_a_question_too_long_for_the_budget_is_skipped_and_the_stream_goes_on(tmp_path):
+    session = RecordingSession(max_question_chars=20)
+    out = io.StringIO()
+    config = StreamConfig(StreamLimits(max_frames=6), [], None, str(tmp_path / "t.jsonl"),
+                          status=False)
+    stdin = io.StringIO("what was the very first thing you saw in this stream?\nAnd now?\n")
+    summary = run_stream(session, open_source(SCENE), config, stdin=stdin, out=out,
+                         err=io.StringIO())
+    assert summary.frames == 6 and summary.answers == 1
+    assert [r["question"] for r in read_jsonl(tmp_path / "t.jsonl")] == ["And now?"]
+    assert "(not asked: this turn is 53 tokens)" in out.getvalue()
+
+
 def test_stop_mid_answer_keeps_the_partial_answer_and_ends_the_run(tmp_path):
     stop = threading.Event()
     session = RecordingSession(words=("one", " two", " three", " four"))
