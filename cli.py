@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
@@ -657,8 +658,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+    """A library warning as the CLI says things: one line, no source location."""
+    return f"edgekv: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    formatter, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         return args.func(args)
     except EdgeKVError as exc:
@@ -667,6 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgekv: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatter
 
 
 if __name__ == "__main__":

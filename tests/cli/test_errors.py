@@ -80,6 +80,17 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.stderr.strip().startswith("edgekv: error: no bundle at")
 
 
+def test_a_library_warning_is_one_line_without_a_source_location(tiny_bundle):
+    bundle = tiny_bundle(key_rope="cached")  # h2o then turns keys every step: a warning
+    proc = subprocess.run([sys.executable, "-m", "edgekv.cli", "run", str(bundle), "--policy",
+                           "h2o", "--prompt", "hi", "--max-new-tokens", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "policy 'h2o' evicts" in line]
+    assert len(warned) == 1 and warned[0].startswith("edgekv: warning: policy 'h2o'")
+    assert "UserWarning" not in proc.stderr and "warnings.warn" not in proc.stderr
+
+
 @pytest.mark.parametrize("argv", [["eval", "ppl"], ["run"]])
 def test_usage_errors_come_from_argparse(argv):
     with pytest.raises(SystemExit) as exc:
