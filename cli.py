@@ -386,7 +386,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _verify_image(args: argparse.Namespace, manifest: object) -> int:
     from edgekv.export.loading import resolve
-    from edgekv.export.validate_vlm import compare
+    from edgekv.export.validate import hf_limit
+    from edgekv.export.validate_vlm import both_logits
     from edgekv.export.vlm_loading import is_vision_language, load_vision_language
     from edgekv.runtime.preprocess import load_image
 
@@ -396,12 +397,20 @@ def _verify_image(args: argparse.Namespace, manifest: object) -> int:
     source = resolve(args.against)
     if not is_vision_language(source):
         raise EdgeKVError(f"{args.against} is not a vision-language model")
-    diff, tokens = compare(args.bundle, load_vision_language(source), images, args.backend)
+    import numpy as np
+
+    ours, reference = both_logits(args.bundle, load_vision_language(source), images,
+                                  args.backend)
+    diff, tokens = float(np.abs(ours - reference).max()), len(ours)
+    limit = args.tolerance if args.tolerance is not None else hf_limit(manifest, reference)
+    passed = diff <= limit
     if args.json:
-        print(json.dumps({"max_abs_logit_diff": diff, "tokens": tokens, "images": len(images)}))
+        print(json.dumps({"max_abs_logit_diff": diff, "tokens": tokens, "images": len(images),
+                          "limit": limit, "passed": passed}))
     else:
-        print(f"max_abs_logit_diff {diff:.3e} over {tokens} tokens ({len(images)} image(s))")
-    return 0
+        print(f"max_abs_logit_diff {diff:.3e} over {tokens} tokens ({len(images)} image(s)): "
+              f"{'PASS' if passed else 'FAIL'} (limit {limit:.1e})")
+    return 0 if passed else 1
 
 
 def _policies(args: argparse.Namespace) -> int:

@@ -75,9 +75,9 @@ def bundle_logits(bundle_dir: str | Path, chat: list[dict[str, Any]], images: li
     return np.concatenate(parts)
 
 
-def compare(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
-            backend: str = "ort") -> tuple[float, int]:
-    """(max |logit diff|, prompt tokens) for `images` followed by a question."""
+def both_logits(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
+                backend: str = "ort") -> tuple[np.ndarray, np.ndarray]:
+    """(the bundle's, HF's) logits [n, V] for `images` followed by a question."""
     spec = Bundle.open(bundle_dir).manifest.vision
     chat = messages(len(images))
     ref = hf_logits(vlm.model, hf_inputs(vlm, spec, chat, images))
@@ -85,4 +85,11 @@ def compare(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
     if ours.shape != ref.shape:
         raise ValueError(f"edgekv fed {ours.shape[0]} tokens, HF {ref.shape[0]}: the prompt "
                          "layouts differ")
+    return ours, ref
+
+
+def compare(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
+            backend: str = "ort") -> tuple[float, int]:
+    """(max |logit diff|, prompt tokens) for `images` followed by a question."""
+    ours, ref = both_logits(bundle_dir, vlm, images, backend)
     return float(np.abs(ours - ref).max()), ours.shape[0]

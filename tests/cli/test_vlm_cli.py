@@ -34,7 +34,7 @@ def test_export_info_verify_with_an_image(capsys, vlm_dir, tmp_path, picture_fil
                  str(picture_file), "--image", str(picture_file), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 2 and report["tokens"] > 32
-    assert report["max_abs_logit_diff"] <= 1e-3
+    assert report["max_abs_logit_diff"] <= report["limit"] == 1e-3 and report["passed"]
 
     assert main(["run", str(out), "--image", str(picture_file), "--prompt", "What is it?",
                  "--max-new-tokens", "4", "--policy", "full"]) == 0
