@@ -18,22 +18,38 @@ from edgekv.runtime.errors import ImageError
 MAX_IMAGE_SIDE = 4096  # HF's Idefics3 upper bound after the longest-edge resize
 
 
+def to_rgb(img: Any) -> Any:
+    """A PIL image in RGB as HF's processors make it (`convert_to_rgb`): transparency is
+    composited onto white, not dropped (a dropped alpha shows what the transparent pixels
+    happened to hold: pixel values moved by up to 3.8 against HF's)."""
+    from PIL import Image
+
+    if img.mode == "RGB":
+        return img
+    if "A" in img.getbands() or img.info.get("transparency") is not None:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def load_image(source: Any) -> Any:
     """A picture as an RGB PIL image: a file path, a PIL image, or an HxWx3 / HxW uint8 array
-    (RGB order; convert OpenCV's BGR frames first)."""
+    (RGB order; convert OpenCV's BGR frames first). Files are not turned by their EXIF
+    orientation, as HF's processors do not turn them."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(source, (str, Path)):
         try:
             with Image.open(source) as img:
                 img.load()
-                return img.convert("RGB")
+                return to_rgb(img)
         except FileNotFoundError as exc:
             raise ImageError(f"image file not found: {source}") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"cannot read image {source}: not a valid image file ({exc})") from exc
     if isinstance(source, Image.Image):
-        return source.convert("RGB")
+        return to_rgb(source)
     if isinstance(source, np.ndarray):
         if source.ndim == 2:
             source = np.repeat(source[..., None], 3, axis=-1)

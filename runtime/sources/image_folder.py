@@ -3,6 +3,7 @@ and one second of stream time. An image that does not decode is skipped with a w
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -21,14 +22,20 @@ def natural_key(path: Path) -> list[object]:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> [H, W, 3] uint8 RGB, or FrameError."""
-    from edgekv.runtime.sources.capture import import_cv2
+    """Encoded image bytes -> [H, W, 3] uint8 RGB, or FrameError. Decoded as `--image` and HF
+    decode a file (Pillow; transparency onto white, no EXIF turn), so a picture in a folder is
+    the same picture as given alone."""
+    from PIL import Image, UnidentifiedImageError
 
-    cv2 = import_cv2()
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FrameError("not a decodable image")
-    return check_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    from edgekv.runtime.preprocess import to_rgb
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            rgb = to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise FrameError(f"not a decodable image ({exc})") from exc
+    return check_frame(np.asarray(rgb))
 
 
 class ImageFolderSource:

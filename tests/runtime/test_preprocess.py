@@ -82,3 +82,34 @@ def test_wrong_channel_count_is_a_clear_error(shape):
 def test_float_pixels_are_refused():
     with pytest.raises(ImageError, match="uint8"):
         load_image(np.zeros((8, 8, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_pictures_match_hf_processor(mode, vlm_dir, vlm_bundle, tmp_path):
+    """Transparency is composited onto white, as HF's processors do, for a file and for a
+    picture in a folder stream alike."""
+    from PIL import Image
+
+    from edgekv.runtime.sources.image_folder import decode_image
+
+    spec = Bundle.open(vlm_bundle("llava-clip")).manifest.vision
+    image_processor = hf_processor(load_vision_language(resolve(str(vlm_dir("llava-clip"))))
+                                   ).image_processor
+    rgb = np.asarray(vlm_fixtures.image(40, 52, seed=3))
+    alpha = np.tile(np.linspace(0, 255, 52, dtype=np.uint8), (40, 1))
+    picture = Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA")
+    if mode == "LA":
+        picture = picture.convert("LA")
+    elif mode == "P":  # a palette picture with one transparent index
+        picture = picture.convert("RGB").quantize(16)
+        picture.info["transparency"] = 0
+    path = tmp_path / "clear.png"
+    picture.save(path)
+    with Image.open(path) as reread:
+        ref = image_processor(reread, return_tensors="np", **processor_kwargs(spec)).pixel_values
+    ours = preprocess(str(path), spec.preprocess)
+    assert np.abs(ref.reshape(ours.shape) - ours).max() <= 1e-5
+    from_folder = preprocess(decode_image(path.read_bytes()), spec.preprocess)
+    assert np.array_equal(from_folder, ours)
+    dropped = preprocess(np.asarray(picture.convert("RGB")), spec.preprocess)
+    assert np.abs(dropped - ours).max() > 0.1  # the alpha mattered
