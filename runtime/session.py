@@ -240,14 +240,13 @@ class Session:
         rendered = text.render([*history, user], add_generation_prompt=True)
         common = _common_prefix(rendered, self._fed_text)
         ids = text.encode(rendered[common:])
-        room = self.cache.budget - int(self.cache.protected.sum(-1).max())
-        if len(ids) > room:  # refused before anything is fed: the conversation is unchanged
+        if len(ids) > self.room():  # refused before anything is fed: nothing changes
             raise BudgetError(
-                f"this turn is {len(ids)} tokens and the cache has {room} slots for it (budget "
-                f"{self.cache.budget}, less what it must keep): the model would answer without "
-                "seeing its beginning. Ask a shorter question, stream long text in first "
-                "(Session.feed; `edgekv eval ppl` for a file) and ask about it, or export with "
-                "a larger --budget")
+                f"this turn is {len(ids)} tokens and the cache has {self.room()} slots for it "
+                f"(budget {self.cache.budget}, less what it must keep): the model would answer "
+                "without seeing its beginning. Ask a shorter question, stream long text in "
+                "first (Session.feed; `edgekv eval ppl` for a file) and ask about it, or export "
+                "with a larger --budget")
         last = self.feed(ids)
         produced: list[int] = []
         shown = ""
@@ -262,6 +261,12 @@ class Session:
         self._fed_text = (text.render([*system, user], add_generation_prompt=True)
                           + text.decode(produced, skip_special_tokens=False))
 
+    def room(self) -> int:
+        """Slots one turn or picture can have: the budget less what the policy keeps apart
+        (streaming's sinks) and the most any head holds protected (a system message)."""
+        return (self.cache.budget - self.policy.min_budget(0)
+                - int(self.cache.protected.sum(-1).max()))
+
     # -- images ---------------------------------------------------------------------------------
     def append_image(self, frame: Any) -> None:
         """Add a picture (path, PIL image, HxWx3 RGB array) to the current user turn and feed it
@@ -269,7 +274,17 @@ class Session:
         from edgekv.runtime.preprocess import load_image
 
         image = load_image(frame)  # a bad picture fails before the conversation changes
-        self._vision_encoder()
+        from edgekv.runtime.image_prompt import frames_per_image
+
+        self._vision_encoder()  # a text bundle fails here
+        vision = self.bundle.manifest.vision
+        tokens = vision.layout.tokens_per_frame * frames_per_image(vision.preprocess)
+        if tokens > self.room():
+            raise BudgetError(
+                f"one picture is {tokens} tokens and the cache has {self.room()} slots for it "
+                f"(budget {self.cache.budget}, less what it must keep): the model would never "
+                "see a whole picture. Export with a larger --budget, or fewer tiles or a "
+                "smaller --image-size")
         self._add_user_item({"type": "image"})
         rendered = self._render_open_turn()
         common = _common_prefix(rendered, self._fed_text)
