@@ -231,6 +231,8 @@ def export_model(
             f"this model attends to at most its last {window} tokens (sliding_window); a "
             f"--budget of {options.budget} would let it look further back than it was trained "
             f"to: export with --budget {window} or less")
+    if vision is not None:
+        vision.check()
     dims = step.dims
     log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
         f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")

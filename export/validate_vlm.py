@@ -16,6 +16,7 @@ import torch
 from edgekv.export.vision_spec import IDEFICS3, QWEN2_VL, VisionSpec
 from edgekv.export.vlm_loading import VisionLanguageModel, hf_processor
 from edgekv.runtime.bundle import Bundle
+from edgekv.runtime.errors import ModelError
 from edgekv.runtime.session import Session
 
 QUESTION = "What is in the picture, and where is it?"
@@ -55,6 +56,8 @@ def sample_picture(spec: VisionSpec, seed: int = 0) -> Any:
 def hf_inputs(vlm: VisionLanguageModel, spec: VisionSpec, chat: list[dict[str, Any]],
               images: list[Any]) -> dict[str, Any]:
     processor = hf_processor(vlm)
+    if spec.preprocess.kind == IDEFICS3:  # tokens per tile follow --image-size, not the config
+        processor.image_seq_len = spec.layout.tokens_per_frame
     text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
     return dict(processor(text=text, images=images, return_tensors="pt",
                           **processor_kwargs(spec)))
@@ -75,16 +78,33 @@ def bundle_logits(bundle_dir: str | Path, chat: list[dict[str, Any]], images: li
     return np.concatenate(parts)
 
 
+def fitted(picture: Any, spec: VisionSpec) -> Any:
+    """`picture` at the size of the bundle's fixed frames where HF would size it by its aspect
+    instead: Qwen2-VL's patch grid and an Idefics3 tile grid are fixed at export, and HF picks
+    another for another aspect (another token count: no comparison). Other layouts take any
+    picture as HF does."""
+    from edgekv.runtime.preprocess import load_image
+
+    pre = spec.preprocess
+    if pre.kind != QWEN2_VL and not (pre.kind == IDEFICS3 and (pre.tile_rows or pre.tile_cols)):
+        return picture
+    size = (max(pre.tile_cols, 1) * pre.width, max(pre.tile_rows, 1) * pre.height)
+    image = load_image(picture)
+    return image if image.size == size else image.resize(size, resample=pre.resample)
+
+
 def both_logits(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
                 backend: str = "ort") -> tuple[np.ndarray, np.ndarray]:
-    """(the bundle's, HF's) logits [n, V] for `images` followed by a question."""
+    """(the bundle's, HF's) logits [n, V] for `images` followed by a question; each picture
+    first `fitted` to the bundle's frames."""
     spec = Bundle.open(bundle_dir).manifest.vision
+    images = [fitted(image, spec) for image in images]
     chat = messages(len(images))
     ref = hf_logits(vlm.model, hf_inputs(vlm, spec, chat, images))
     ours = bundle_logits(bundle_dir, chat, images, backend)
     if ours.shape != ref.shape:
-        raise ValueError(f"edgekv fed {ours.shape[0]} tokens, HF {ref.shape[0]}: the prompt "
-                         "layouts differ")
+        raise ModelError(f"edgekv fed {ours.shape[0]} tokens, HF {ref.shape[0]}: the prompt "
+                         "layouts differ, so the logits cannot be compared")
     return ours, ref
 
 

@@ -14,7 +14,7 @@ from edgekv.export.manifest import Manifest
 from edgekv.export.vision_graph import DATA_FILE, GRAPH_FILE, INPUT, OUTPUT, trace_vision
 from edgekv.export.vision_spec import VisionSpec
 from edgekv.export.vlm_loading import VisionLanguageModel
-from edgekv.runtime.errors import ModelError
+from edgekv.runtime.errors import BudgetError, ModelError
 
 Log = Callable[[str], None]
 
@@ -29,6 +29,12 @@ class VisionExport:
         if not isinstance(adapter, VisionLanguageAdapter):
             raise ModelError(f"{family} is a text family; it has no vision graph")
         return adapter
+
+    def check(self) -> None:
+        """Refuse image settings the model cannot take (--image-size, --tiling) before any
+        graph is traced: the spec is worked out again, cheaply, when the graph is written."""
+        vlm = self.vlm
+        self.adapter().image_spec(vlm.model, vlm.image_processor, vlm.tokenizer, self.setup)
 
     def write(self, out_dir: Path, manifest: Manifest, torch_dtype: Any, opset: int,
               log: Log) -> Manifest:
@@ -57,8 +63,14 @@ class VisionExport:
         from edgekv.export.validate_vlm import compare, sample_picture
         from edgekv.runtime.bundle import Bundle
 
-        spec = Bundle.open(bundle_dir).manifest.vision
-        diff, tokens = compare(bundle_dir, self.vlm, [sample_picture(spec)])
+        manifest = Bundle.open(bundle_dir).manifest
+        try:
+            diff, tokens = compare(bundle_dir, self.vlm, [sample_picture(manifest.vision)])
+        except BudgetError as exc:
+            raise ModelError(
+                f"the image check (a picture and a question, the whole prompt in the cache) "
+                f"does not fit --budget {manifest.budget}; export with a larger --budget, or "
+                "with --no-validate to skip the check") from exc
         log(f"validation: image + text, max |logit diff| vs HF = {diff:.2e} over {tokens} "
             f"tokens (tolerance {tolerance:.0e})")
         if not diff <= tolerance:

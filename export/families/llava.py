@@ -59,17 +59,14 @@ class LlavaAdapter(VisionLanguageAdapter):
         raise ModelError(f"LLaVA with a {text_type!r} language model is not supported")
 
     def vision_encoder(self, model: Any, setup: VisionSetup) -> tuple[nn.Module, list[int]]:
-        size = int(model.config.vision_config.image_size)
-        if setup.image_size is not None and tuple(setup.image_size) != (size, size):
-            raise ModelError(f"this LLaVA tower takes {size}x{size} images; --image-size "
-                             "cannot change it (its position embeddings are fixed)")
+        size = _native_size(model, setup)
         return LlavaVision(model), [setup.frames_per_call, 3, size, size]
 
     def image_spec(
         self, model: Any, image_processor: Any, tokenizer: Any, setup: VisionSetup
     ) -> tuple[Preprocess, ImageLayout]:
         vc = model.config.vision_config
-        size = int(vc.image_size)
+        size = _native_size(model, setup)
         mean, std = mean_std(image_processor)
         common = dict(height=size, width=size, resample=resample_code(image_processor),
                       do_resize=bool(image_processor.do_resize),
@@ -100,3 +97,13 @@ class LlavaAdapter(VisionLanguageAdapter):
                              tokens_per_frame=tokens)
         token_id(tokenizer, image_token)
         return preprocess, layout
+
+
+def _native_size(model: Any, setup: VisionSetup) -> int:
+    """The tower's own square size; an --image-size asking for another is refused."""
+    size = int(model.config.vision_config.image_size)
+    if setup.image_size is not None and tuple(setup.image_size) != (size, size):
+        h, w = setup.image_size
+        raise ModelError(f"this LLaVA tower takes {size}x{size} images; --image-size {h}x{w} "
+                         "cannot change it (its position embeddings are fixed)")
+    return size
