@@ -7,7 +7,7 @@ import json
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from edgekv.runtime.errors import EdgeKVError
 
@@ -360,7 +360,7 @@ def _eval_quality(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from edgekv.export.loading import load, resolve
     from edgekv.export.manifest import load_manifest
-    from edgekv.export.validate import hf_limit, hf_logits, max_diff
+    from edgekv.export.validate import hf_logits, max_diff
 
     manifest = load_manifest(args.bundle)
     if args.image:
@@ -373,20 +373,30 @@ def _verify(args: argparse.Namespace) -> int:
     ids = tokenizer(args.prompt).input_ids[: manifest.budget]
     reference = hf_logits(model, ids)
     diff = max_diff(args.bundle, ids, reference, backend=args.backend)
+    return _verified(args, manifest, diff, reference, {"tokens": len(ids)})
+
+
+def _verified(args: argparse.Namespace, manifest: Any, diff: float, reference: Any,
+              report: dict[str, int]) -> int:
+    """Print a comparison with HF against its limit; the exit status: 0 pass, 1 fail."""
+    from edgekv.export.validate import hf_limit
+
     limit = args.tolerance if args.tolerance is not None else hf_limit(manifest, reference)
     passed = diff <= limit
     if args.json:
-        print(json.dumps({"max_abs_logit_diff": diff, "tokens": len(ids), "limit": limit,
+        print(json.dumps({"max_abs_logit_diff": diff, **report, "limit": limit,
                           "passed": passed}))
     else:
-        print(f"max_abs_logit_diff {diff:.3e} over {len(ids)} tokens: "
+        pictures = f" ({report['images']} image(s))" if "images" in report else ""
+        print(f"max_abs_logit_diff {diff:.3e} over {report['tokens']} tokens{pictures}: "
               f"{'PASS' if passed else 'FAIL'} (limit {limit:.1e})")
     return 0 if passed else 1
 
 
 def _verify_image(args: argparse.Namespace, manifest: object) -> int:
+    import numpy as np
+
     from edgekv.export.loading import resolve
-    from edgekv.export.validate import hf_limit
     from edgekv.export.validate_vlm import both_logits
     from edgekv.export.vlm_loading import is_vision_language, load_vision_language
     from edgekv.runtime.preprocess import load_image
@@ -397,20 +407,10 @@ def _verify_image(args: argparse.Namespace, manifest: object) -> int:
     source = resolve(args.against)
     if not is_vision_language(source):
         raise EdgeKVError(f"{args.against} is not a vision-language model")
-    import numpy as np
-
     ours, reference = both_logits(args.bundle, load_vision_language(source), images,
                                   args.backend)
-    diff, tokens = float(np.abs(ours - reference).max()), len(ours)
-    limit = args.tolerance if args.tolerance is not None else hf_limit(manifest, reference)
-    passed = diff <= limit
-    if args.json:
-        print(json.dumps({"max_abs_logit_diff": diff, "tokens": tokens, "images": len(images),
-                          "limit": limit, "passed": passed}))
-    else:
-        print(f"max_abs_logit_diff {diff:.3e} over {tokens} tokens ({len(images)} image(s)): "
-              f"{'PASS' if passed else 'FAIL'} (limit {limit:.1e})")
-    return 0 if passed else 1
+    return _verified(args, manifest, float(np.abs(ours - reference).max()), reference,
+                     {"tokens": len(ours), "images": len(images)})
 
 
 def _policies(args: argparse.Namespace) -> int:

@@ -240,9 +240,10 @@ class Session:
         rendered = text.render([*history, user], add_generation_prompt=True)
         common = _common_prefix(rendered, self._fed_text)
         ids = text.encode(rendered[common:])
-        if len(ids) > self.room():  # refused before anything is fed: nothing changes
+        room = self.room()
+        if len(ids) > room:  # refused before anything is fed: nothing changes
             raise BudgetError(
-                f"this turn is {len(ids)} tokens and the cache has {self.room()} slots for it "
+                f"this turn is {len(ids)} tokens and the cache has {room} slots for it "
                 f"(budget {self.cache.budget}, less what it must keep): the model would answer "
                 "without seeing its beginning. Ask a shorter question, stream long text in "
                 "first (Session.feed; `edgekv eval ppl` for a file) and ask about it, or export "
@@ -271,17 +272,17 @@ class Session:
     def append_image(self, frame: Any) -> None:
         """Add a picture (path, PIL image, HxWx3 RGB array) to the current user turn and feed it
         now, with the chat-template text before it; `ask` then completes the turn."""
+        from edgekv.runtime.image_prompt import frames_per_image
         from edgekv.runtime.preprocess import load_image
 
         image = load_image(frame)  # a bad picture fails before the conversation changes
-        from edgekv.runtime.image_prompt import frames_per_image
-
         self._vision_encoder()  # a text bundle fails here
         vision = self.bundle.manifest.vision
         tokens = vision.layout.tokens_per_frame * frames_per_image(vision.preprocess)
-        if tokens > self.room():
+        room = self.room()
+        if tokens > room:
             raise BudgetError(
-                f"one picture is {tokens} tokens and the cache has {self.room()} slots for it "
+                f"one picture is {tokens} tokens and the cache has {room} slots for it "
                 f"(budget {self.cache.budget}, less what it must keep): the model would never "
                 "see a whole picture. Export with a larger --budget, or fewer tiles or a "
                 "smaller --image-size")
