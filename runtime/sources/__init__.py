@@ -69,4 +69,7 @@ def open_source(spec: str) -> Source:
     if path.is_file():
         return open_video_file(spec)
     kinds = ", ".join([*(f"{p}:..." for p in SOURCES), "rtsp://...", "a folder", "a video file"])
+    if path.suffix and "://" not in spec:  # a file name that is not there
+        raise SourceError(f"--source {redact(spec)}: no such file or folder; a source is one of "
+                          f"{kinds}")
     raise SourceError(f"--source {redact(spec)}: not a known source ({kinds})")

@@ -21,7 +21,7 @@ from edgekv.cli import main
     (["--source", "synthetic", "--every", "10s"], "--every needs --ask"),
     (["--source", "synthetic", "--ask", "q", "--every", "ten"], "--every 'ten'"),
     (["--source", "synthetic", "--fps", "0"], "--fps must be positive"),
-    (["--source", "/no/such/video.mp4"], "not a known source"),
+    (["--source", "/no/such/video.mp4"], "no such file or folder"),
     (["--source", "synthetic", "--prompt", "a", "--system", "b"], "--prompt is the system"),
 ])
 def test_bad_stream_arguments_fail_before_the_model_loads(capsys, argv, message):

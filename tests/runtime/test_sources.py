@@ -128,8 +128,10 @@ def test_image_folder_in_natural_order_skips_a_corrupt_image_with_a_warning(tmp_
 def test_an_empty_folder_and_a_missing_path_are_errors(tmp_path):
     with pytest.raises(SourceError, match="no images"):
         list(FrameStream(open_source(str(tmp_path))))
-    with pytest.raises(SourceError, match="not a known source"):
+    with pytest.raises(SourceError, match="missing.mp4: no such file or folder"):
         open_source(str(tmp_path / "missing.mp4"))
+    with pytest.raises(SourceError, match="not a known source"):
+        open_source("webcam-please")
 
 
 def test_registry_dispatch_and_env_spec(monkeypatch):
