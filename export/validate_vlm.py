@@ -44,8 +44,7 @@ def sample_picture(spec: VisionSpec, seed: int = 0) -> Any:
     """A deterministic picture of the size the bundle's grid expects (PIL)."""
     from PIL import Image
 
-    pre = spec.preprocess
-    h, w = max(pre.tile_rows, 1) * pre.height, max(pre.tile_cols, 1) * pre.width
+    h, w = _picture_size(spec.preprocess)
     y, x = np.mgrid[0:h, 0:w]
     rng = np.random.default_rng(seed)
     wave = np.stack([np.sin(x / 4 + seed), np.cos(y / 6), np.sin((x + y) / 9)], -1)
@@ -88,9 +87,14 @@ def fitted(picture: Any, spec: VisionSpec) -> Any:
     pre = spec.preprocess
     if pre.kind != QWEN2_VL and not (pre.kind == IDEFICS3 and (pre.tile_rows or pre.tile_cols)):
         return picture
-    size = (max(pre.tile_cols, 1) * pre.width, max(pre.tile_rows, 1) * pre.height)
+    h, w = _picture_size(pre)
     image = load_image(picture)
-    return image if image.size == size else image.resize(size, resample=pre.resample)
+    return image if image.size == (w, h) else image.resize((w, h), resample=pre.resample)
+
+
+def _picture_size(pre: Any) -> tuple[int, int]:
+    """(height, width) of a picture that fills the bundle's frames exactly (its tile grid)."""
+    return max(pre.tile_rows, 1) * pre.height, max(pre.tile_cols, 1) * pre.width
 
 
 def both_logits(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
