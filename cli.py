@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from edgekv.runtime.errors import EdgeKVError
@@ -130,6 +132,10 @@ def _profile(args: argparse.Namespace) -> int:
                           "edgekv profile -- edgekv eval ppl BUNDLE --text FILE")
     if args.interval <= 0:
         raise EdgeKVError(f"--interval must be positive, not {args.interval}")
+    _writable(args.out, "--out")
+    _writable(args.plot, "--plot")
+    if shutil.which(command[0]) is None:
+        raise EdgeKVError(f"no command {command[0]!r} to profile (not found on PATH)")
     report = profile_command(command, interval=args.interval)
     _print_lines(report.summary_lines())
     if args.out:
@@ -168,6 +174,11 @@ def _run(args: argparse.Namespace) -> int:
     given = [flag for flag, value in streaming.items() if value]
     if given and not args.source:
         raise EdgeKVError(f"{', '.join(given)} only apply to a stream: add --source SRC")
+    if args.image and args.source:
+        raise EdgeKVError("--image is for one question about pictures; a stream takes its "
+                          "pictures from --source")
+    for flag in ("memory_log", "transcript"):
+        _writable(getattr(args, flag, None), "--" + flag.replace("_", "-"))
     if args.memory_log:
         from edgekv.tools.memprof import MemoryLog
 
@@ -198,12 +209,12 @@ def _stream(args: argparse.Namespace) -> int:
                           parse_every(args.every) if args.every else None, args.transcript,
                           status=not args.no_status, max_new_tokens=args.max_new_tokens)
     source = open_source(args.source)  # a wrong spec fails before the model loads
+    sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     session = _open_session(args)
     frames_in = stream_session(session)
     system = args.prompt or args.system
     if system:  # a standing instruction: protected, so no stream length evicts it
         session.add_system(system)
-    sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     phases.mark("stream")  # for --memory-log / edgekv profile: loading ends, frames begin
     with StopOnSignal() as stopper:
         summary = run_stream(frames_in, source, config, sampler, stdin=sys.stdin,
@@ -218,8 +229,8 @@ def _chat(args: argparse.Namespace) -> int:
     from edgekv.runtime.sampler import Sampler
     from edgekv.tools import phases
 
-    session = _open_session(args)
     sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    session = _open_session(args)
     if args.system:
         session.messages.append({"role": "system",
                                  "content": session.message_content(args.system)})
@@ -280,22 +291,45 @@ def _bench_stream(args: argparse.Namespace) -> int:
     return 0 if report.passed() else 1
 
 
+def _seed(text: str) -> int:
+    """--seed: a non-negative integer (numpy's generators take no other)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, not {text!r}")
+    return value
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    """'512,2048' -> (512, 2048); anything else is the user's error, named."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise EdgeKVError(f"{flag}: expected comma-separated integers, not {text!r}") from None
+
+
+def _writable(path: str | None, flag: str) -> None:
+    """A file the command will write at its end: its folder must exist now, not after the
+    work (a result written nowhere is lost)."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise EdgeKVError(f"{flag} {path}: the folder {Path(path).parent} does not exist")
+
+
 def _bench_needle(args: argparse.Namespace) -> int:
     from edgekv.runtime.bundle import Bundle
     from edgekv.runtime.session import Session
     from edgekv.tools import needle
 
-    def ints(text: str) -> tuple[int, ...]:
-        try:
-            return tuple(int(v) for v in text.split(",") if v)
-        except ValueError:
-            raise EdgeKVError(f"expected comma-separated integers, not {text!r}") from None
-
     width, _, height = args.size.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise EdgeKVError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 64x48")
     options = needle.NeedleOptions(
-        gaps=ints(args.gaps), lead=args.lead, trials=args.trials,
+        gaps=_ints(args.gaps, "--gaps"), lead=args.lead, trials=args.trials,
         policies=tuple(p for p in args.policies.split(",") if p and p != "full"),
-        budgets=ints(args.budgets), size=(int(width), int(height)), seed=args.seed)
+        budgets=_ints(args.budgets, "--budgets"), size=(int(width), int(height)),
+        seed=args.seed)
     options.check()
 
     def opener(bundle: Bundle):  # noqa: ANN202 - returns a session factory
@@ -315,6 +349,13 @@ def _bench_needle(args: argparse.Namespace) -> int:
 def _eval_ppl(args: argparse.Namespace) -> int:
     from edgekv.tools.ppl import read_tokens, report, run_hf_baseline, streaming_ppl
 
+    if args.tokens < 2 or args.window < 1:
+        raise EdgeKVError(f"--tokens must be at least 2 and --window at least 1, not "
+                          f"{args.tokens} and {args.window}")
+    if args.hf:
+        from edgekv.export.loading import resolve
+
+        resolve(args.hf)  # an unknown model fails now, not after the edgekv pass
     session = _open_session(args)
     ids = read_tokens(session, args.text, args.tokens)
     result = streaming_ppl(session, ids, window=args.window, progress=not args.quiet)
@@ -350,7 +391,7 @@ def _eval_quality(args: argparse.Namespace) -> int:
     from edgekv.tools.quality import quality_table
 
     table = quality_table(args.bundle, args.text, args.tokens,
-                          [int(b) for b in args.budgets.split(",") if b],
+                          list(_ints(args.budgets, "--budgets")),
                           [p for p in args.policies.split(",") if p],
                           args.full_bundle, args.full_tokens, args.threads)
     print(json.dumps(table.to_dict()) if args.json else table.render())
@@ -365,6 +406,8 @@ def _verify(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.bundle)
     if args.image:
         return _verify_image(args, manifest)
+    if not args.prompt.strip():
+        raise EdgeKVError("--prompt is empty: there is nothing to compare")
     model, tokenizer = load(resolve(args.against))
     vocab = model.get_input_embeddings().weight.shape[0]
     if vocab != manifest.dims.vocab_size:
@@ -558,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--memory-log", default=None, help="sample memory during the run; JSON here")
     p.add_argument("--budget", type=int, default=None, help="lower the bundle's budget")
     _add_stream_args(p)
@@ -586,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lead", type=int, default=10, help="frames before the needle")
     p.add_argument("--trials", type=int, default=6, help="streams per cell (seeded)")
     p.add_argument("--size", default="320x240", help="synthetic frame size WxH")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--backend", default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no per-stream lines on stderr")
@@ -625,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "question each, full cache): smolvlm-synthetic's acceptance check")
     p.add_argument("bundle", help="a vision bundle (e.g. exported from smolvlm-synthetic)")
     p.add_argument("--examples", type=int, default=200)
-    p.add_argument("--seed", type=int, default=7, help="scene seed (training used 0 and 1)")
+    p.add_argument("--seed", type=_seed, default=7, help="scene seed (training used 0 and 1)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--mistakes", action="store_true", help="list the wrong answers")

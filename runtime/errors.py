@@ -27,3 +27,7 @@ class ProfileError(EdgeKVError):
 
 class ImageError(EdgeKVError):
     """An image that cannot be read or has the wrong shape for the bundle's vision graph."""
+
+
+class SettingError(EdgeKVError, ValueError):
+    """A setting outside its range (a sampler's temperature, a count that must be positive)."""

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgekv.runtime.errors import SettingError
+
 
 @dataclass
 class Sampler:
@@ -15,8 +17,12 @@ class Sampler:
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+        # written so that NaN fails too
+        if not (self.temperature >= 0 and np.isfinite(self.temperature) and 0 < self.top_p <= 1):
+            raise SettingError(f"--temperature must be a finite number >= 0 and --top-p in "
+                               f"(0, 1], not {self.temperature} and {self.top_p}")
+        if self.seed < 0:
+            raise SettingError(f"--seed must be >= 0, not {self.seed}")
         self.rng = np.random.default_rng(self.seed)
 
     def __call__(self, logits: np.ndarray) -> int:

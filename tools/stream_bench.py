@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgekv.runtime.errors import SettingError
 from edgekv.runtime.rss import rss_now
 from edgekv.runtime.schedule import AskSchedule, Every
 from edgekv.runtime.sources import open_source
@@ -80,8 +81,11 @@ class BenchReport:
 
 
 def run_bench(session: FrameSession, options: BenchOptions, policy: str = "") -> BenchReport:
-    if options.frames < options.reference_frame:
-        raise ValueError(f"--frames must be at least {options.reference_frame}")
+    if options.frames <= options.reference_frame:  # growth is measured after it
+        raise SettingError(f"--frames must be more than {options.reference_frame} (the frame "
+                           f"RSS growth is measured from), not {options.frames}")
+    if options.ask_every < 1:
+        raise SettingError(f"--ask-every must be at least 1, not {options.ask_every}")
     report = BenchReport(options.frames, session.cache.budget, policy,
                          reference_frame=options.reference_frame)
 

@@ -133,6 +133,8 @@ def parse_options(arg: str) -> SyntheticOptions:
             raise SourceError(f"synthetic: bad value in {item!r}") from None
     if options.width < 8 or options.height < 8 or options.fps <= 0:
         raise SourceError("synthetic: size must be at least 8x8 and fps positive")
+    if any(v is not None and v < 0 for v in (options.seed, options.shapes, options.frames)):
+        raise SourceError("synthetic: seed, shapes and frames must be >= 0")
     return options
 
 

@@ -96,3 +96,54 @@ def test_usage_errors_come_from_argparse(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (["run", "--prompt", "hi", "--temperature", "-1"], "--temperature must be a finite number"),
+    (["run", "--prompt", "hi", "--temperature", "nan"], "not nan and 1.0"),
+    (["run", "--prompt", "hi", "--temperature", "1", "--top-p", "0"], "--top-p in (0, 1]"),
+    (["eval", "ppl", "--text", "{text}", "--tokens", "0"], "--tokens must be at least 2"),
+    (["eval", "ppl", "--text", "{text}", "--tokens", "200", "--window", "0"],
+     "--window at least 1, not 200 and 0"),
+    (["eval", "ppl", "--text", "{text}", "--tokens", "200", "--hf", "{tmp}/nothing"],
+     "unknown model"),
+    (["eval", "quality", "--text", "{text}", "--budgets", "abc"],
+     "--budgets: expected comma-separated integers"),
+    (["run", "--prompt", "hi", "--memory-log", "{tmp}/no/m.json"], "/no does not exist"),
+    (["run", "--source", "synthetic:seed=-1"], "seed, shapes and frames must be >= 0"),
+    (["run", "--source", "synthetic", "--image", "{tmp}/a.png"], "--image is for one question"),
+], ids=["temperature", "nan", "top-p", "tokens", "window", "hf", "budgets", "memory-log",
+        "synthetic-seed", "image-with-source"])
+def test_settings_out_of_range_are_one_line(capsys, tiny_bundle, tmp_path, extra, pattern):
+    from helpers import TEXT_FILE
+
+    argv = [a.format(text=TEXT_FILE, tmp=tmp_path) for a in extra]
+    argv.insert(2 if argv[0] == "eval" else 1, str(tiny_bundle()))
+    _fails(capsys, argv, pattern)
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["profile", "--", "no_such_command_xyz"], "no command 'no_such_command_xyz'"),
+    (["profile", "--out", "{tmp}/no/x.json", "--", "true"], "/no does not exist"),
+    (["bench", "--bundle", "{tmp}", "--peers", "bogus"], "--peers: unknown bogus"),
+    (["bench", "--bundle", "{tmp}", "--peers", "none", "--long-budgets", "abc"],
+     "--long-budgets: expected"),
+    (["bench", "--bundle", "{tmp}", "--peers", "none", "--text", "{tmp}/none.txt"],
+     "none.txt: no such file"),
+    (["bench", "--bundle", "{tmp}", "--peers", "none", "--threads", "0"],
+     "--threads must be at least 1"),
+], ids=["command", "out", "peers", "long-budgets", "text", "threads"])
+def test_tool_arguments_are_checked_before_any_work(capsys, tmp_path, argv, pattern):
+    _fails(capsys, [a.format(tmp=tmp_path) for a in argv], pattern)
+
+
+def test_a_negative_seed_is_an_argument_error(capsys, tiny_bundle):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(tiny_bundle()), "--prompt", "hi", "--seed", "-1"])
+    assert exc.value.code == 2
+    assert "--seed: expected an integer >= 0, not '-1'" in capsys.readouterr().err
+
+
+def test_verify_refuses_an_empty_prompt(capsys, tiny_bundle, tiny_model_dir):
+    _fails(capsys, ["verify", str(tiny_bundle()), "--against", str(tiny_model_dir("llama")),
+                    "--prompt", ""], "--prompt is empty")

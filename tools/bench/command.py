@@ -52,11 +52,25 @@ def options_from(args: argparse.Namespace):  # noqa: ANN201 - BenchOptions, impo
                                  "quality_tokens": args.quality_tokens,
                                  "rounds": args.rounds}.items()
                if v is not None}
+    counts = {"--prompt-tokens": args.prompt_tokens, "--decode-tokens": args.decode_tokens,
+              "--threads": args.threads}
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            raise EdgeKVError(f"{flag} must be at least 1, not {value}")
     if args.long_budgets:
-        changes["long_budgets"] = tuple(int(b) for b in args.long_budgets.split(","))
+        try:
+            changes["long_budgets"] = tuple(int(b) for b in args.long_budgets.split(","))
+        except ValueError:
+            raise EdgeKVError(f"--long-budgets: expected comma-separated integers, not "
+                              f"{args.long_budgets!r}") from None
     w = dataclasses.replace(w, **changes)
     peers = [] if args.peers.strip() in ("", "none") else [
         p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = [p for p in peers if p not in ALL_PEERS.split(",")]
+    if unknown:
+        raise EdgeKVError(f"--peers: unknown {', '.join(unknown)} (known: {ALL_PEERS}, or none)")
+    if args.text and not Path(args.text).is_file():
+        raise EdgeKVError(f"--text {args.text}: no such file")
     opts = BenchOptions(bundle=Path(args.bundle), peers=peers, workloads=w,
                         int4_bundle=Path(args.int4_bundle) if args.int4_bundle else None,
                         cache_dir=Path(args.cache_dir).expanduser(), peer_model=args.peer_model,
