@@ -105,8 +105,19 @@ def _info(args: argparse.Namespace) -> int:
         v = m.vision
         print(f"vision      {v.graph} {'x'.join(map(str, v.input_shape))} -> "
               f"{v.layout.tokens_per_frame} tokens/frame, positions {m.position_scheme}")
+    print(f"exported    --attention {m.attention} --key-rope {m.key_rope} --kv-cache "
+          f"{m.kv_quant or 'float'}"
+          + ("" if m.attn_mass else " --no-attn-mass (runs streaming, window and full only)"))
     if m.validation:
-        print(f"validated   max |logit diff| {m.validation['max_abs_logit_diff']:.2e} vs HF")
+        v = m.validation
+        # int4 and int8-cache bundles: max_abs_logit_diff is against the weights and cache
+        # they compute with; against HF each rewrite after validation moved them again
+        vs_hf = max(v.get(k, 0.0) for k in ("vs_hf", "compute_vs_hf", "kv_int8_vs_hf"))
+        if m.dtype == "int4" or m.kv_quant:
+            print(f"validated   max |logit diff| {v['max_abs_logit_diff']:.2e} vs the exact "
+                  f"reference, {vs_hf:.2e} vs HF (quantization)")
+        else:
+            print(f"validated   max |logit diff| {v['max_abs_logit_diff']:.2e} vs HF")
     if profile is not None:
         _print_lines(device_fit_lines(d, m.budget, m.chunk, m.dtype, profile))
         return 0

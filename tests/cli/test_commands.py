@@ -6,6 +6,18 @@ from edgekv.cli import main
 from helpers import TEXT_FILE
 
 
+def test_info_says_how_a_bundle_was_exported_and_how_far_it_is_from_hf(capsys, tiny_bundle):
+    bundle = tiny_bundle(key_rope="cached", attention="gqa", attn_mass=False, kv_cache="int8")
+    assert main(["info", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert ("exported    --attention gqa --key-rope cached --kv-cache int8 --no-attn-mass"
+            in out)
+    from edgekv.export.manifest import load_manifest
+
+    drift = load_manifest(bundle).validation["kv_int8_vs_hf"]
+    assert f"vs the exact reference, {drift:.2e} vs HF (quantization)" in out
+
+
 def test_info_prints_contract_and_plan(capsys, tiny_bundle):
     assert main(["info", str(tiny_bundle())]) == 0
     out = capsys.readouterr().out
