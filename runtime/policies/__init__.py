@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from edgekv.runtime.errors import PolicyError
 from edgekv.runtime.policies.base import Policy
@@ -43,7 +44,12 @@ def make_policy(spec: str) -> Policy:
                 f"bad parameter {item!r} for policy {name!r}; its parameters: "
                 f"{', '.join(known) or 'none'}"
             )
-        kwargs[key] = _convert(raw, type(getattr(cls(), key)), name, key)
+        if key in kwargs:
+            raise PolicyError(f"{name}: {key} is given twice")
+        kwargs[key] = value = _convert(raw, type(getattr(cls(), key)), name, key)
+        low, high = cls.ranges.get(key, (-math.inf, math.inf))
+        if not low <= value <= high:  # NaN too
+            raise PolicyError(f"{name}: {key}={raw} is outside {low:g}..{high:g}")
     return cls(**kwargs)
 
 

@@ -49,6 +49,8 @@ class Policy:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # (lowest, highest) each numeric parameter may take; make_policy refuses others
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {}
     # Evicts only the oldest tokens after the sinks, so ranks move together (keys cached
     # rotated then turn only the sinks; runtime/key_rotation.py).
     oldest_first: ClassVar[bool] = False

@@ -18,6 +18,7 @@ from edgekv.runtime.policies.scoring import recent_mask
 class H2O(Policy):
     name: ClassVar[str] = "h2o"
     summary: ClassVar[str] = "accumulated attention (heavy hitters) + recent window (H2O)"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {"recent": (0, 1)}
     recent: float = 0.5  # share of the budget kept for the most recent tokens (H2O's 50/50)
 
     def min_budget(self, chunk: int) -> int:

@@ -40,6 +40,9 @@ from edgekv.runtime.policies.scoring import last_queries, pool_neighbours, recen
 class InfMLLM(Policy):
     name: ClassVar[str] = "inf-mllm"
     summary: ClassVar[str] = "sinks + recent + relevant tokens with decay and recency bias"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {
+        "sinks": (0, float("inf")), "recent": (0, 1), "retrieval": (1, float("inf")),
+        "decay": (0, 1), "smooth": (1, float("inf")), "bias": (0, float("inf"))}
     sinks: int = 4
     recent: float = 0.5
     retrieval: int = 32

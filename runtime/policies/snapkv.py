@@ -19,6 +19,8 @@ from edgekv.runtime.policies.scoring import last_queries, pool_neighbours, recen
 class SnapKV(Policy):
     name: ClassVar[str] = "snapkv"
     summary: ClassVar[str] = "observation-window attention, pooled, per-head top-k (SnapKV)"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {"window": (1, float("inf")),
+                                                        "kernel": (1, float("inf"))}
     window: int = 16  # observation window: the last queries whose attention scores the cache
     kernel: int = 7  # neighbour pooling width (SnapKV's default)
 

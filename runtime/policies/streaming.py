@@ -16,6 +16,7 @@ from edgekv.runtime.policies.base import Policy, evict_oldest
 class Streaming(Policy):
     name: ClassVar[str] = "streaming"
     summary: ClassVar[str] = "attention sinks + most recent tokens (StreamingLLM)"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {"sinks": (0, float("inf"))}
     oldest_first: ClassVar[bool] = True
     reads_mass: ClassVar[bool] = False
     same_slots: ClassVar[bool] = True

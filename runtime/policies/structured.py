@@ -26,6 +26,8 @@ _TEXT_BONUS = float(2**52)  # text outranks any image token in eviction order
 class Structured(Policy):
     name: ClassVar[str] = "structured"
     summary: ClassVar[str] = "merge repeated frame regions while prefilling; per-frame quotas"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {
+        "sinks": (0, float("inf")), "similarity": (0, 1), "frame_quota": (0, 1)}
     sinks: int = 4
     similarity: float = 0.9
     merge: bool = True

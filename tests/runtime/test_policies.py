@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,18 @@ def test_policy_spec_parsing():
 def test_every_registered_policy_has_a_name_and_summary():
     for name, cls in POLICIES.items():
         assert cls.name == name and cls.summary
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("streaming:sinks=-1", "sinks=-1 is outside 0..inf"),
+    ("h2o:recent=1.5", "recent=1.5 is outside 0..1"),
+    ("snapkv:window=0", "window=0 is outside 1..inf"),
+    ("inf-mllm:decay=2", "decay=2 is outside 0..1"),
+    ("structured:similarity=nan", "similarity=nan is outside 0..1"),
+    ("streaming:sinks=4,sinks=8", "sinks is given twice"),
+])
+def test_parameters_outside_their_range_are_refused(spec, message):
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        make_policy(spec)
+    name = spec.partition(":")[0]
+    assert make_policy(name) == POLICIES[name]()  # the defaults are inside their ranges
