@@ -253,20 +253,21 @@ def _chat(args: argparse.Namespace) -> int:
         for question in questions:
             phases.mark("prefill")
             try:
-                for i, piece in enumerate(session.ask(question, args.max_new_tokens, sampler)):
-                    if i == 0:
-                        phases.mark("decode")
-                    if not evicted and session.cache.evictions:
-                        evicted = True
-                        phases.mark("first-eviction")
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
+                pieces = session.ask(question, args.max_new_tokens, sampler)
             except BudgetError as exc:
                 if args.prompt:
                     raise
                 # a chat goes on: the refused turn changed nothing
                 print(f"edgekv: error: {exc}", file=sys.stderr)
                 continue
+            for i, piece in enumerate(pieces):
+                if i == 0:
+                    phases.mark("decode")
+                if not evicted and session.cache.evictions:
+                    evicted = True
+                    phases.mark("first-eviction")
+                sys.stdout.write(piece)
+                sys.stdout.flush()
             sys.stdout.write("\n")
             sys.stdout.flush()
     except KeyboardInterrupt:

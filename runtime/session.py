@@ -232,7 +232,8 @@ class Session:
 
         Only the system message and the last exchange are kept as text: the template renders
         them to find what is new, and the cache (under the policy) is the conversation's
-        memory. So hundreds of turns cost no more host memory than one.
+        memory. So hundreds of turns cost no more host memory than one. A turn longer than
+        the cache's room raises BudgetError here, at the call, before anything is fed.
         """
         text = self.bundle.text
         system = [m for m in self.messages[:1] if m["role"] == "system"]
@@ -248,6 +249,12 @@ class Session:
                 "without seeing its beginning. Ask a shorter question, stream long text in "
                 "first (Session.feed; `edgekv eval ppl` for a file) and ask about it, or export "
                 "with a larger --budget")
+        return self._reply(ids, system, user, max_new_tokens, sampler)
+
+    def _reply(self, ids: list[int], system: list[dict[str, Any]], user: dict[str, Any],
+               max_new_tokens: int, sampler: Sampler | None) -> Iterator[str]:
+        """Feed the turn's `ids`, stream the answer, then keep the exchange (`ask`)."""
+        text = self.bundle.text
         last = self.feed(ids)
         produced: list[int] = []
         shown = ""

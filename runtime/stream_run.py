@@ -9,7 +9,6 @@ a token generated), so SIGINT/SIGTERM end it with everything written so far.
 
 from __future__ import annotations
 
-import itertools
 import sys
 import threading
 import time
@@ -146,15 +145,14 @@ class StreamRun:
         first: float | None = None
         parts: list[str] = []
         stopped = False
-        pieces = self.session.ask(question, self.max_new_tokens, self.sampler)
         try:
-            try:
-                first_piece = next(pieces, None)
-            except BudgetError as exc:  # refused before it was fed: the stream goes on
-                self.out.write(f"(not asked: {exc})\n")
-                self.out.flush()
-                return
-            for piece in itertools.chain([] if first_piece is None else [first_piece], pieces):
+            pieces = self.session.ask(question, self.max_new_tokens, self.sampler)
+        except BudgetError as exc:  # refused before it was fed: the stream goes on
+            self.out.write(f"(not asked: {exc})\n")
+            self.out.flush()
+            return
+        try:
+            for piece in pieces:
                 if first is None:
                     first = time.perf_counter() - start
                 parts.append(piece)

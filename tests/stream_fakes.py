@@ -92,7 +92,10 @@ class RecordingSession:
     def ask(self, question: str, max_new_tokens: int = 128, sampler: object = None
             ) -> Iterator[str]:
         if self.max_question_chars is not None and len(question) > self.max_question_chars:
-            raise BudgetError(f"this turn is {len(question)} tokens")
+            raise BudgetError(f"this turn is {len(question)} tokens")  # at the call, as Session
+        return self._words(question, max_new_tokens)
+
+    def _words(self, question: str, max_new_tokens: int) -> Iterator[str]:
         self.questions.append(question)
         for i, word in enumerate(self.words[:max_new_tokens]):
             if callable(self.on_piece):
