@@ -33,20 +33,32 @@ def to_rgb(img: Any) -> Any:
     return img.convert("RGB")
 
 
+# What Pillow raises for bytes that are not a picture it can decode
+DECODE_ERRORS = (OSError, SyntaxError, ValueError)  # UnidentifiedImageError is an OSError
+
+
+def read_rgb(file: Any) -> Any:
+    """An encoded picture (a path or a binary file object) decoded to RGB as HF does: no EXIF
+    turn, transparency onto white; Pillow's own errors (DECODE_ERRORS) pass through."""
+    from PIL import Image
+
+    with Image.open(file) as img:
+        img.load()
+        return to_rgb(img)
+
+
 def load_image(source: Any) -> Any:
     """A picture as an RGB PIL image: a file path, a PIL image, or an HxWx3 / HxW uint8 array
     (RGB order; convert OpenCV's BGR frames first). Files are not turned by their EXIF
     orientation, as HF's processors do not turn them."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(source, (str, Path)):
         try:
-            with Image.open(source) as img:
-                img.load()
-                return to_rgb(img)
+            return read_rgb(source)
         except FileNotFoundError as exc:
             raise ImageError(f"image file not found: {source}") from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except DECODE_ERRORS as exc:
             raise ImageError(f"cannot read image {source}: not a valid image file ({exc})") from exc
     if isinstance(source, Image.Image):
         return to_rgb(source)

@@ -25,15 +25,11 @@ def decode_image(data: bytes) -> np.ndarray:
     """Encoded image bytes -> [H, W, 3] uint8 RGB, or FrameError. Decoded as `--image` and HF
     decode a file (Pillow; transparency onto white, no EXIF turn), so a picture in a folder is
     the same picture as given alone."""
-    from PIL import Image, UnidentifiedImageError
-
-    from edgekv.runtime.preprocess import to_rgb
+    from edgekv.runtime.preprocess import DECODE_ERRORS, read_rgb
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            rgb = to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        rgb = read_rgb(io.BytesIO(data))
+    except DECODE_ERRORS as exc:
         raise FrameError(f"not a decodable image ({exc})") from exc
     return check_frame(np.asarray(rgb))
 
