@@ -15,10 +15,12 @@ from edgekv.runtime.errors import EdgeKVError
 
 Handler = Callable[[argparse.Namespace], int]
 DEFAULT_BUDGET, DEFAULT_CHUNK = 2048, 64
+VERIFY_PROMPT = "The capital of France is Paris, and the capital of"
 
 
 def _export(args: argparse.Namespace) -> int:
     from edgekv.export.exporter import ExportOptions, export
+    from edgekv.profiles.planner import bundle_plan
     from edgekv.profiles.report import plan_lines
 
     profile = _load_profile(args.profile)
@@ -35,7 +37,7 @@ def _export(args: argparse.Namespace) -> int:
         frames_per_call=args.frames_per_call, tiling=_tiling(args.tiling))
     if profile is None:
         manifest = export(args.model, args.out, options)
-        _print_lines(plan_lines(_plan_of(manifest)))
+        _print_lines(plan_lines(bundle_plan(manifest)))
         return 0
     from edgekv.profiles.export_fit import export_for_device
 
@@ -54,16 +56,6 @@ def _load_profile(name: str | None):  # noqa: ANN202 - DeviceProfile | None, imp
 
 def _print_lines(lines: list[str], stream: TextIO | None = None) -> None:
     print("\n".join(lines), file=stream or sys.stdout)
-
-
-def _plan_of(manifest: object):  # noqa: ANN202 - MemoryPlan, imported lazily
-    """The CPU plan of a bundle, with its vision graph's weights if it has one."""
-    from edgekv.profiles.planner import plan
-
-    m = manifest
-    vision = m.vision.weights_bytes if m.vision is not None else 0  # type: ignore[attr-defined]
-    return plan(m.dims, m.budget, m.chunk, m.dtype, vision=vision,  # type: ignore[attr-defined]
-                scratch_rows=m.scratch_rows, kv_quant=m.kv_quant)  # type: ignore[attr-defined]
 
 
 def _pair(text: str | None, flag: str) -> tuple[int, int] | None:
@@ -90,6 +82,7 @@ def _tiling(text: str | None) -> tuple[int, int] | None:
 
 def _info(args: argparse.Namespace) -> int:
     from edgekv.export.manifest import load_manifest
+    from edgekv.profiles.planner import BundleParts, bundle_plan
     from edgekv.profiles.report import budget_table, device_fit_lines, plan_lines
 
     profile = _load_profile(args.profile)  # a bad name fails before anything is printed
@@ -118,12 +111,13 @@ def _info(args: argparse.Namespace) -> int:
                   f"reference, {vs_hf:.2e} vs HF (quantization)")
         else:
             print(f"validated   max |logit diff| {v['max_abs_logit_diff']:.2e} vs HF")
+    parts = BundleParts.of(m)
     if profile is not None:
-        _print_lines(device_fit_lines(d, m.budget, m.chunk, m.dtype, profile))
+        _print_lines(device_fit_lines(d, m.budget, m.chunk, m.dtype, profile, parts))
         return 0
     print("memory plan (this machine's CPU)")
-    _print_lines(plan_lines(_plan_of(m)))
-    _print_lines(budget_table(d, m.chunk, m.dtype))
+    _print_lines(plan_lines(bundle_plan(m)))
+    _print_lines(budget_table(d, m.chunk, m.dtype, parts))
     return 0
 
 
@@ -163,7 +157,7 @@ def _say(line: str) -> None:
 
 
 def _open_session(args: argparse.Namespace):  # noqa: ANN202 - Session, imported lazily
-    from edgekv.profiles.planner import plan
+    from edgekv.profiles.planner import bundle_plan
     from edgekv.runtime.bundle import Bundle
     from edgekv.runtime.session import Session
     from edgekv.tools import phases
@@ -171,8 +165,7 @@ def _open_session(args: argparse.Namespace):  # noqa: ANN202 - Session, imported
     phases.mark("load")
     bundle = Bundle.open(args.bundle)
     m = bundle.manifest
-    phases.record_plan(plan(m.dims, m.budget, m.chunk, m.dtype, scratch_rows=m.scratch_rows,
-                            kv_quant=m.kv_quant).rows())
+    phases.record_plan(bundle_plan(m).rows())
     say = _say if args.command == "run" else None  # `run` says which backend `auto` chose
     return Session.open(bundle, policy=args.policy, backend=args.backend,
                         budget=getattr(args, "budget", None), threads=args.threads, say=say)
@@ -364,6 +357,8 @@ def _eval_ppl(args: argparse.Namespace) -> int:
     if args.tokens < 2 or args.window < 1:
         raise EdgeKVError(f"--tokens must be at least 2 and --window at least 1, not "
                           f"{args.tokens} and {args.window}")
+    if args.hf_tokens is not None and args.hf_tokens < 2:
+        raise EdgeKVError(f"--hf-tokens must be at least 2, not {args.hf_tokens}")
     if args.hf:
         from edgekv.export.loading import resolve
 
@@ -371,7 +366,7 @@ def _eval_ppl(args: argparse.Namespace) -> int:
     session = _open_session(args)
     ids = read_tokens(session, args.text, args.tokens)
     result = streaming_ppl(session, ids, window=args.window, progress=not args.quiet)
-    hf_tokens = min(args.hf_tokens or args.tokens, args.tokens)
+    hf_tokens = min(args.hf_tokens if args.hf_tokens is not None else args.tokens, args.tokens)
     hf = run_hf_baseline(args.hf, args.text, hf_tokens, args.window) if args.hf else None
     if args.json:
         print(json.dumps({**result.to_dict(), **({"hf": hf} if hf else {})}))
@@ -416,10 +411,11 @@ def _verify(args: argparse.Namespace) -> int:
     from edgekv.export.validate import hf_logits, max_diff
 
     manifest = load_manifest(args.bundle)
+    if args.prompt is not None and not args.prompt.strip():
+        raise EdgeKVError("--prompt is empty: there is nothing to compare")
     if args.image:
         return _verify_image(args, manifest)
-    if not args.prompt.strip():
-        raise EdgeKVError("--prompt is empty: there is nothing to compare")
+    args.prompt = args.prompt or VERIFY_PROMPT
     model, tokenizer = load(resolve(args.against))
     vocab = model.get_input_embeddings().weight.shape[0]
     if vocab != manifest.dims.vocab_size:
@@ -452,7 +448,7 @@ def _verify_image(args: argparse.Namespace, manifest: object) -> int:
     import numpy as np
 
     from edgekv.export.loading import resolve
-    from edgekv.export.validate_vlm import both_logits
+    from edgekv.export.validate_vlm import QUESTION, both_logits
     from edgekv.export.vlm_loading import is_vision_language, load_vision_language
     from edgekv.runtime.preprocess import load_image
 
@@ -463,7 +459,7 @@ def _verify_image(args: argparse.Namespace, manifest: object) -> int:
     if not is_vision_language(source):
         raise EdgeKVError(f"{args.against} is not a vision-language model")
     ours, reference = both_logits(args.bundle, load_vision_language(source), images,
-                                  args.backend)
+                                  args.backend, args.prompt or QUESTION)
     return _verified(args, manifest, float(np.abs(ours - reference).max()), reference,
                      {"tokens": len(ours), "images": len(images)})
 
@@ -622,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-stream", help="RSS, frames/s and answer latency over a long "
                        "synthetic stream (fixed-memory check)")
     _add_session_args(p)
-    p.add_argument("--budget", type=int, default=512, help="KV slots (at most the bundle's)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="KV slots (default: the bundle's; at most the bundle's)")
     p.add_argument("--frames", type=int, default=10_000)
     p.add_argument("--ask-every", type=int, default=1_000, help="frames between questions")
     p.add_argument("--max-new-tokens", type=int, default=8)
@@ -659,7 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hf", metavar="MODEL", default=None,
                    help="also run HF transformers with a full cache on the same text")
     p.add_argument("--hf-tokens", type=int, default=None,
-                   help="stop the HF baseline after this many tokens (its cost grows as n^2)")
+                   help="stop the HF baseline after this many tokens (default: --tokens; its "
+                        "cost grows as n^2)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval_ppl)
@@ -689,7 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="compare a bundle with its original model")
     p.add_argument("bundle")
     p.add_argument("--against", required=True, help="the model the bundle came from")
-    p.add_argument("--prompt", default="The capital of France is Paris, and the capital of")
+    p.add_argument("--prompt", default=None,
+                   help=f"the text compared (default: {VERIFY_PROMPT!r}); with --image, the "
+                        "question after the pictures")
     p.add_argument("--backend", default="ort")
     p.add_argument("--tolerance", type=float, default=None,
                    help="largest |logit diff| that passes (default: the bundle's dtype "

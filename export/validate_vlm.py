@@ -98,12 +98,12 @@ def _picture_size(pre: Any) -> tuple[int, int]:
 
 
 def both_logits(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
-                backend: str = "ort") -> tuple[np.ndarray, np.ndarray]:
-    """(the bundle's, HF's) logits [n, V] for `images` followed by a question; each picture
+                backend: str = "ort", question: str = QUESTION) -> tuple[np.ndarray, np.ndarray]:
+    """(the bundle's, HF's) logits [n, V] for `images` followed by `question`; each picture
     first `fitted` to the bundle's frames."""
     spec = Bundle.open(bundle_dir).manifest.vision
     images = [fitted(image, spec) for image in images]
-    chat = messages(len(images))
+    chat = messages(len(images), question)
     ref = hf_logits(vlm.model, hf_inputs(vlm, spec, chat, images))
     ours = bundle_logits(bundle_dir, chat, images, backend)
     if ours.shape != ref.shape:

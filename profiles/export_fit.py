@@ -14,7 +14,7 @@ from edgekv.export.loading import load, resolve
 from edgekv.export.manifest import Manifest
 from edgekv.profiles.fit import choose_budget, device_plan, fit_warning
 from edgekv.profiles.loader import DeviceProfile
-from edgekv.profiles.planner import MemoryPlan
+from edgekv.profiles.planner import BundleParts, MemoryPlan
 from edgekv.runtime.errors import EdgeKVError
 
 
@@ -37,8 +37,10 @@ def export_for_device(
     model, tokenizer = load(source)
     _, adapter = adapter_for(model)
     dims = adapter.dims(model)
+    # the vision weights are known only once exported; the cache's type is known now
+    parts = BundleParts(kv_quant=options.kv_cache if options.kv_cache == "int8" else "")
     if choose:
-        choice = choose_budget(dims, options.chunk, options.dtype, profile)
+        choice = choose_budget(dims, options.chunk, options.dtype, profile, parts)
         why = ("the model's context length" if choice.limited_by == "context"
                else "the device's memory")
         log(f"profile {profile.name}: budget {choice.budget} (largest multiple of chunk "
@@ -46,8 +48,9 @@ def export_for_device(
         options = dataclasses.replace(options, budget=choice.budget)
     else:
         warning = fit_warning(device_plan(dims, options.budget, options.chunk, options.dtype,
-                                          profile), profile)
+                                          profile, parts), profile)
         if warning:
             log(f"warning: {warning}")
     manifest = export_model(model, tokenizer, source.label, out, options, log)
-    return manifest, device_plan(dims, manifest.budget, manifest.chunk, manifest.dtype, profile)
+    return manifest, device_plan(dims, manifest.budget, manifest.chunk, manifest.dtype, profile,
+                                 BundleParts.of(manifest))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from edgekv.export.manifest import DecoderDims
 from edgekv.profiles.loader import DeviceProfile, MiB
-from edgekv.profiles.planner import MemoryPlan, largest_budget, plan
+from edgekv.profiles.planner import TEXT_ONLY, BundleParts, MemoryPlan, largest_budget, plan
 from edgekv.runtime.errors import BudgetError
 
 
@@ -21,10 +21,10 @@ class BudgetChoice:
 
 
 def device_plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
-                profile: DeviceProfile) -> MemoryPlan:
+                profile: DeviceProfile, parts: BundleParts = TEXT_ONLY) -> MemoryPlan:
     """The plan with the device's own runtime overhead and TensorRT workspace."""
     return plan(d, budget, chunk, dtype, overhead=profile.overhead_bytes,
-                workspace=profile.workspace_bytes)
+                workspace=profile.workspace_bytes, parts=parts)
 
 
 def context_cap(d: DecoderDims, chunk: int) -> int | None:
@@ -38,13 +38,14 @@ def context_cap(d: DecoderDims, chunk: int) -> int | None:
     return max(d.max_position_embeddings - chunk, 0) // chunk * chunk
 
 
-def choose_budget(d: DecoderDims, chunk: int, dtype: str, profile: DeviceProfile) -> BudgetChoice:
+def choose_budget(d: DecoderDims, chunk: int, dtype: str, profile: DeviceProfile,
+                  parts: BundleParts = TEXT_ONLY) -> BudgetChoice:
     """The largest budget whose planned peak fits in the profile's usable memory."""
     usable = profile.usable_bytes
     by_memory = largest_budget(d, chunk, dtype, usable, profile.overhead_bytes,
-                               profile.workspace_bytes)
+                               profile.workspace_bytes, parts)
     if by_memory < chunk:
-        empty = device_plan(d, 0, chunk, dtype, profile)
+        empty = device_plan(d, 0, chunk, dtype, profile, parts)
         raise BudgetError(
             f"the model does not fit on {profile.name}: weights, one chunk and overhead alone "
             f"plan {empty.total / MiB:.0f} MiB of the {usable / MiB:.0f} MiB usable "
@@ -55,7 +56,8 @@ def choose_budget(d: DecoderDims, chunk: int, dtype: str, profile: DeviceProfile
         budget, limited_by = cap, "context"
     else:
         budget, limited_by = by_memory, "memory"
-    return BudgetChoice(budget, limited_by, device_plan(d, budget, chunk, dtype, profile), usable)
+    return BudgetChoice(budget, limited_by, device_plan(d, budget, chunk, dtype, profile, parts),
+                        usable)
 
 
 def fit_warning(memory_plan: MemoryPlan, profile: DeviceProfile) -> str | None:

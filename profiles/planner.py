@@ -6,6 +6,7 @@ Pure arithmetic over the manifest's numbers, so it runs before anything is loade
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from edgekv.export.manifest import DecoderDims
 
@@ -34,6 +35,22 @@ class MemoryPlan:
         """(name, bytes) of every part, then the total. A zero workspace or vision is left out."""
         parts = [(k, v) for k, v in asdict(self).items() if k not in ("workspace", "vision") or v]
         return [*parts, ("total", self.total)]
+
+
+@dataclass(frozen=True)
+class BundleParts:
+    """What a bundle plans beyond its decoder's dims, budget, chunk and dtype (manifest)."""
+    vision: int = 0  # vision graph weights, bytes
+    kv_quant: str = ""  # "int8": one byte per cached value
+    scratch_rows: int = 0  # cache rows after the budget (fused-attention bundles)
+
+    @classmethod
+    def of(cls, manifest: Any) -> BundleParts:
+        vision = manifest.vision.weights_bytes if manifest.vision is not None else 0
+        return cls(vision, manifest.kv_quant or "", manifest.scratch_rows)
+
+
+TEXT_ONLY = BundleParts()
 
 
 def weight_params(d: DecoderDims) -> int:
@@ -79,24 +96,30 @@ def activation_bytes(d: DecoderDims, budget: int, chunk: int, dtype: str) -> int
 
 
 def plan(d: DecoderDims, budget: int, chunk: int, dtype: str,
-         overhead: int = RUNTIME_OVERHEAD, workspace: int = 0, vision: int = 0,
-         scratch_rows: int = 0, kv_quant: str = "") -> MemoryPlan:
-    """`scratch_rows`: cache rows after the budget (fused-attention bundles, manifest
-    `scratch_rows`), part of the KV buffer. `kv_quant`: the manifest's (int8 caches)."""
+         overhead: int = RUNTIME_OVERHEAD, workspace: int = 0,
+         parts: BundleParts = TEXT_ONLY) -> MemoryPlan:
+    """`parts`: the bundle's vision weights, int8 cache and scratch rows (`BundleParts.of`)."""
     if dtype not in BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; the planner knows {', '.join(BYTES)}")
     return MemoryPlan(
         weights=weight_bytes(d, dtype),
-        kv_cache=kv_bytes(d, budget + scratch_rows, dtype, kv_quant),
+        kv_cache=kv_bytes(d, budget + parts.scratch_rows, dtype, parts.kv_quant),
         activations=activation_bytes(d, budget, chunk, dtype),
         overhead=overhead,
         workspace=workspace,
-        vision=vision,
+        vision=parts.vision,
     )
 
 
+def bundle_plan(manifest: Any, overhead: int = RUNTIME_OVERHEAD) -> MemoryPlan:
+    """The plan of an exported bundle at its own budget and chunk."""
+    m = manifest
+    return plan(m.dims, m.budget, m.chunk, m.dtype, overhead, parts=BundleParts.of(m))
+
+
 def largest_budget(d: DecoderDims, chunk: int, dtype: str, limit: int,
-                   overhead: int = RUNTIME_OVERHEAD, workspace: int = 0) -> int:
+                   overhead: int = RUNTIME_OVERHEAD, workspace: int = 0,
+                   parts: BundleParts = TEXT_ONLY) -> int:
     """The largest budget (a multiple of `chunk`) whose planned total fits in `limit` bytes.
 
     0 when not even an empty cache fits (the weights and overhead alone are too large).
@@ -104,7 +127,7 @@ def largest_budget(d: DecoderDims, chunk: int, dtype: str, limit: int,
     lo, hi = 0, 1 << 22
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if plan(d, mid * chunk, chunk, dtype, overhead, workspace).total <= limit:
+        if plan(d, mid * chunk, chunk, dtype, overhead, workspace, parts).total <= limit:
             lo = mid
         else:
             hi = mid - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgekv.export.manifest import DecoderDims
 from edgekv.profiles.fit import choose_budget, device_plan, fit_warning
 from edgekv.profiles.loader import DeviceProfile, MiB, list_profiles, load_profile
-from edgekv.profiles.planner import MemoryPlan
+from edgekv.profiles.planner import TEXT_ONLY, BundleParts, MemoryPlan
 from edgekv.runtime.errors import BudgetError
 
 
@@ -14,31 +14,33 @@ def plan_lines(memory_plan: MemoryPlan) -> list[str]:
 
 
 def device_fit_lines(d: DecoderDims, budget: int, chunk: int, dtype: str,
-                     profile: DeviceProfile) -> list[str]:
+                     profile: DeviceProfile, parts: BundleParts = TEXT_ONLY) -> list[str]:
     """The plan on `profile` (its overhead and workspace), whether it fits, and the largest
     budget that would."""
-    memory_plan = device_plan(d, budget, chunk, dtype, profile)
+    memory_plan = device_plan(d, budget, chunk, dtype, profile, parts)
     lines = [f"memory plan on {profile.name} ({dtype}, budget {budget}, chunk {chunk})",
              *plan_lines(memory_plan),
              f"  {'usable':<12} {profile.usable_bytes / MiB:>10.1f} MiB "
              f"(after a {profile.reserve_mb} MiB reserve)"]
     warning = fit_warning(memory_plan, profile)
     lines.append(f"fits        {'no: ' + warning if warning else 'yes'}")
-    lines.append(f"largest fit {_largest(d, chunk, dtype, profile)}")
+    lines.append(f"largest fit {_largest(d, chunk, dtype, profile, parts)}")
     return lines
 
 
-def budget_table(d: DecoderDims, chunk: int, dtype: str) -> list[str]:
+def budget_table(d: DecoderDims, chunk: int, dtype: str,
+                 parts: BundleParts = TEXT_ONLY) -> list[str]:
     """The largest budget of this model (at this chunk and dtype) on every built-in device."""
     lines = [f"largest budget by device ({dtype}, chunk {chunk})"]
     for name in list_profiles():
-        lines.append(f"  {name:<15} {_largest(d, chunk, dtype, load_profile(name))}")
+        lines.append(f"  {name:<15} {_largest(d, chunk, dtype, load_profile(name), parts)}")
     return lines
 
 
-def _largest(d: DecoderDims, chunk: int, dtype: str, profile: DeviceProfile) -> str:
+def _largest(d: DecoderDims, chunk: int, dtype: str, profile: DeviceProfile,
+             parts: BundleParts) -> str:
     try:
-        choice = choose_budget(d, chunk, dtype, profile)
+        choice = choose_budget(d, chunk, dtype, profile, parts)
     except BudgetError:
         return "does not fit"
     capped = " (capped by the model's context length)" if choice.limited_by == "context" else ""

@@ -1,8 +1,8 @@
 """`edgekv bench-stream BUNDLE`: the fixed-memory promise on a long stream. Feeds N synthetic
-frames (default 10,000) at a fixed budget (default 512), asks a question every K frames, and
-reports RSS at frame 1,000 and at the last frame (the growth must stay within 5%), frames/s and
-the latency of each question. RSS is sampled right after the frame is fed, so the numbers are
-the process's whole resident memory: weights, cache, buffers, Python."""
+frames (default 10,000) at a fixed budget (default: the bundle's), asks a question every K
+frames, and reports RSS at frame 1,000 and at the last frame (the growth must stay within 5%),
+frames/s and the latency of each question. RSS is sampled right after the frame is fed, so the
+numbers are the process's whole resident memory: weights, cache, buffers, Python."""
 
 from __future__ import annotations
 

@@ -107,13 +107,15 @@ def test_usage_errors_come_from_argparse(argv):
      "--window at least 1, not 200 and 0"),
     (["eval", "ppl", "--text", "{text}", "--tokens", "200", "--hf", "{tmp}/nothing"],
      "unknown model"),
+    (["eval", "ppl", "--text", "{text}", "--tokens", "200", "--hf-tokens", "0"],
+     "--hf-tokens must be at least 2, not 0"),
     (["eval", "quality", "--text", "{text}", "--budgets", "abc"],
      "--budgets: expected comma-separated integers"),
     (["run", "--prompt", "hi", "--memory-log", "{tmp}/no/m.json"], "/no does not exist"),
     (["run", "--source", "synthetic:seed=-1"], "seed, shapes and frames must be >= 0"),
     (["run", "--source", "synthetic", "--image", "{tmp}/a.png"], "--image is for one question"),
-], ids=["temperature", "nan", "top-p", "tokens", "window", "hf", "budgets", "memory-log",
-        "synthetic-seed", "image-with-source"])
+], ids=["temperature", "nan", "top-p", "tokens", "window", "hf", "hf-tokens", "budgets",
+        "memory-log", "synthetic-seed", "image-with-source"])
 def test_settings_out_of_range_are_one_line(capsys, tiny_bundle, tmp_path, extra, pattern):
     from helpers import TEXT_FILE
 

@@ -29,12 +29,22 @@ def test_export_info_verify_with_an_image(capsys, vlm_dir, tmp_path, picture_fil
 
     assert main(["info", str(out)]) == 0
     assert "vision.onnx 1x3x32x32 -> 16 tokens/frame" in capsys.readouterr().out
+    assert main(["info", str(out), "--profile", "orin-nano-8gb"]) == 0
+    on_device = capsys.readouterr().out
+    assert "memory plan on orin-nano-8gb" in on_device and "  vision " in on_device
 
     assert main(["verify", str(out), "--against", str(vlm_dir("llava-siglip")), "--image",
                  str(picture_file), "--image", str(picture_file), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 2 and report["tokens"] > 32
     assert report["max_abs_logit_diff"] <= report["limit"] == 1e-3 and report["passed"]
+    # --prompt is the question after the pictures: a longer one is more tokens compared
+    long_question = "Which colours are in the picture, and how many shapes are there in it?"
+    assert main(["verify", str(out), "--against", str(vlm_dir("llava-siglip")), "--image",
+                 str(picture_file), "--image", str(picture_file), "--json",
+                 "--prompt", long_question]) == 0
+    asked = json.loads(capsys.readouterr().out)
+    assert asked["tokens"] > report["tokens"] and asked["passed"]
 
     assert main(["run", str(out), "--image", str(picture_file), "--prompt", "What is it?",
                  "--max-new-tokens", "4", "--policy", "full"]) == 0
@@ -89,3 +99,24 @@ def test_unsupported_architecture_lists_families(capsys, tmp_path):
     tokenizer.save_pretrained(tmp_path / "gpt2")
     _fails(capsys, ["export", str(tmp_path / "gpt2"), "--out", str(tmp_path / "b")],
            "supported families: llama, mistral, qwen2, qwen3, idefics3, llava, qwen2_vl")
+
+
+def test_bench_stream_runs_at_the_bundles_budget_by_default(capsys, vlm_dir, tmp_path,
+                                                             monkeypatch):
+    from edgekv.export.exporter import ExportOptions, export
+    from edgekv.tools import stream_bench
+
+    out = tmp_path / "bundle"
+    export(str(vlm_dir("llava-siglip")), out, ExportOptions(budget=128, chunk=32,
+                                                            validate=False), log=lambda _m: None)
+    seen = {}
+
+    def fake_bench(session, options, policy):
+        seen["budget"] = session.session.cache.budget
+        return stream_bench.BenchReport(options.frames, seen["budget"], policy)
+
+    monkeypatch.setattr(stream_bench, "run_bench", fake_bench)
+    main(["bench-stream", str(out), "--frames", "2000", "--json"])
+    assert seen["budget"] == 128  # a bundle below the old fixed default of 512 runs
+    assert main(["bench-stream", str(out), "--budget", "512"]) == 2
+    assert "exceeds the bundle's budget 128" in capsys.readouterr().err

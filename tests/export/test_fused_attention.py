@@ -160,11 +160,11 @@ def test_a_bundle_without_attention_mass(tiny_bundle, attention):
 
 
 def test_the_memory_plan_counts_the_scratch_rows(tiny_bundle):
-    from edgekv.profiles.planner import kv_bytes, plan
+    from edgekv.profiles.planner import bundle_plan, kv_bytes
 
     _, fused = _pair(tiny_bundle)
     m = fused.manifest
-    with_rows = plan(m.dims, m.budget, m.chunk, m.dtype, scratch_rows=m.scratch_rows)
+    with_rows = bundle_plan(m)
     assert with_rows.kv_cache == kv_bytes(m.dims, BUDGET + CHUNK, m.dtype)
     session = Session.open(fused, policy="streaming")
     assert sum(b.nbytes for b in session.cache.buffers) == with_rows.kv_cache

@@ -156,15 +156,12 @@ def test_other_backends_refuse_an_int8_cache(tiny_bundle):
 
 
 def test_the_memory_plan_counts_the_int8_cache(tiny_bundle):
-    from edgekv.profiles.planner import plan
+    from edgekv.profiles.planner import bundle_plan
 
     floats, int8 = _pair(tiny_bundle)
     for bundle in (floats, int8):
-        m = bundle.manifest
         cache = Session.open(bundle, policy="streaming").cache
-        kv = plan(m.dims, m.budget, m.chunk, m.dtype, scratch_rows=m.scratch_rows,
-                  kv_quant=m.kv_quant).kv_cache
-        assert kv == sum(b.nbytes for b in cache.buffers)
+        assert bundle_plan(bundle.manifest).kv_cache == sum(b.nbytes for b in cache.buffers)
     assert int8.manifest.kv_quant and cache.keys.dtype == np.int8
 
 

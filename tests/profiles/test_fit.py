@@ -6,7 +6,8 @@ import pytest
 from smollm2_dims import SMOLLM2
 
 from edgekv.profiles.fit import choose_budget, context_cap, device_plan, fit_warning
-from edgekv.profiles.loader import load_profile
+from edgekv.profiles.loader import MiB, load_profile
+from edgekv.profiles.planner import BundleParts, kv_bytes
 from edgekv.runtime.errors import BudgetError
 
 # A model whose context length never binds, so the device's memory decides.
@@ -50,3 +51,16 @@ def test_warning_only_when_the_plan_exceeds_usable_memory():
     assert fit_warning(device_plan(SMOLLM2, 1024, 64, "fp16", nano), nano) is None
     huge = device_plan(LONG, 200_000, 64, "fp16", nano)
     assert "exceeds" in fit_warning(huge, nano)
+
+
+def test_a_bundles_vision_weights_and_int8_cache_are_in_the_device_plan():
+    nano = load_profile("orin-nano-8gb")
+    parts = BundleParts(vision=300 * MiB, kv_quant="int8")
+    p = device_plan(LONG, 4096, 64, "fp16", nano, parts)
+    assert p.vision == 300 * MiB
+    assert p.kv_cache == kv_bytes(LONG, 4096, "fp16", "int8") == kv_bytes(LONG, 4096, "fp16") // 2
+    # the budget chosen for the device counts both: an int8 cache fits more slots, vision fewer
+    plain = choose_budget(LONG, 64, "fp16", nano).budget
+    assert choose_budget(LONG, 64, "fp16", nano, BundleParts(kv_quant="int8")).budget > plain
+    with_vision = choose_budget(LONG, 64, "fp16", nano, BundleParts(vision=300 * MiB))
+    assert with_vision.budget < plain and with_vision.plan.total <= nano.usable_bytes
