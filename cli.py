@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edgekv.runtime.errors import EdgeKVError
+from edgekv.tools.int_list import int_list
 
 Handler = Callable[[argparse.Namespace], int]
 DEFAULT_BUDGET, DEFAULT_CHUNK = 2048, 64
@@ -307,14 +308,6 @@ def _seed(text: str) -> int:
     return value
 
 
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    """'512,2048' -> (512, 2048); anything else is the user's error, named."""
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise EdgeKVError(f"{flag}: expected comma-separated integers, not {text!r}") from None
-
-
 def _writable(path: str | None, flag: str) -> None:
     """A file the command will write at its end: its folder must exist now, not after the
     work (a result written nowhere is lost)."""
@@ -331,9 +324,9 @@ def _bench_needle(args: argparse.Namespace) -> int:
     if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
         raise EdgeKVError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 64x48")
     options = needle.NeedleOptions(
-        gaps=_ints(args.gaps, "--gaps"), lead=args.lead, trials=args.trials,
+        gaps=int_list(args.gaps, "--gaps"), lead=args.lead, trials=args.trials,
         policies=tuple(p for p in args.policies.split(",") if p and p != "full"),
-        budgets=_ints(args.budgets, "--budgets"), size=(int(width), int(height)),
+        budgets=int_list(args.budgets, "--budgets"), size=(int(width), int(height)),
         seed=args.seed)
     options.check()
 
@@ -398,7 +391,7 @@ def _eval_quality(args: argparse.Namespace) -> int:
     from edgekv.tools.quality import quality_table
 
     table = quality_table(args.bundle, args.text, args.tokens,
-                          list(_ints(args.budgets, "--budgets")),
+                          list(int_list(args.budgets, "--budgets")),
                           [p for p in args.policies.split(",") if p],
                           args.full_bundle, args.full_tokens, args.threads)
     print(json.dumps(table.to_dict()) if args.json else table.render())

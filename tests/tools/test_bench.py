@@ -239,6 +239,7 @@ def test_bench_quick_on_a_tiny_bundle_json(tiny_bundle, tmp_path, capsys):
                                 "quant_compute": "", "attention": "graph",
                                 "attn_mass": True}
     assert "edgekv bundle: fp32, budget 96, chunk 16, keys rotated in the graph" in render(report)
+    assert "(no ratios: no peers were run)" in render(report)
     assert edgekv["long"]["96"]["tokens_done"] == 512
     assert edgekv["ppl_tokens"] == QUICK.quality_tokens - 1 and 1.0 < edgekv["ppl"] < 1e4
     assert abs(edgekv["rss_growth_4k_32k"]) < 0.5

@@ -42,6 +42,7 @@ def options_from(args: argparse.Namespace):  # noqa: ANN201 - BenchOptions, impo
     from edgekv.runtime.errors import EdgeKVError
     from edgekv.tools.bench.bench import BenchOptions
     from edgekv.tools.bench.workloads import QUICK, Workloads
+    from edgekv.tools.int_list import int_list
 
     if args.rounds is not None and args.rounds < 1:
         raise EdgeKVError(f"--rounds must be at least 1, not {args.rounds}")
@@ -58,11 +59,7 @@ def options_from(args: argparse.Namespace):  # noqa: ANN201 - BenchOptions, impo
         if value is not None and value < 1:
             raise EdgeKVError(f"{flag} must be at least 1, not {value}")
     if args.long_budgets:
-        try:
-            changes["long_budgets"] = tuple(int(b) for b in args.long_budgets.split(","))
-        except ValueError:
-            raise EdgeKVError(f"--long-budgets: expected comma-separated integers, not "
-                              f"{args.long_budgets!r}") from None
+        changes["long_budgets"] = int_list(args.long_budgets, "--long-budgets")
     w = dataclasses.replace(w, **changes)
     peers = [] if args.peers.strip() in ("", "none") else [
         p.strip() for p in args.peers.split(",") if p.strip()]

@@ -140,8 +140,10 @@ def _growth(r: Result) -> str:
 
 
 def _ratio_lines(report: Result) -> list[str]:
+    if not report["peers"]:
+        return ["(no ratios: no peers were run)"]
     runners = [k for k in ("edgekv", "edgekv_int4") if "ratio_to_peers" in report[k]]
-    if not runners or not report["peers"]:
+    if not runners:
         return ["(no ratios: edgekv or every peer failed)"]
     header = f"{'speed ratio':<16}" + "".join(f"{k + ' ' + s[:-4]:>22}" for k in runners
                                                for s in SPEEDS)
