@@ -1,5 +1,8 @@
 """`edgekv check`: static validation of a bundle's graphs against one TensorRT version.
 
+Every graph the bundle ships is checked: the decoder and, in a multimodal bundle, the vision
+graph (`manifest.vision.graph`); the bundle passes only if each of them does.
+
 Checked without TensorRT: every op (and the types it sees) is in the ONNX-TensorRT parser's
 support list, inputs the parser needs as constants are constants, shapes are static except the
 decoder's chunk axis, INT64 appears only where TensorRT 10 accepts it, and no constant holds
@@ -16,7 +19,7 @@ import numpy as np
 import onnx
 
 from edgekv.export.graph_types import tensor_types
-from edgekv.export.manifest import load_manifest
+from edgekv.export.manifest import Manifest, load_manifest
 from edgekv.export.trt_support import ONNX_TO_TRT_TYPE, TrtSupport, load_support
 
 # Decoder inputs whose axis is the chunk length c (contract names; -1 = last axis, because the
@@ -44,6 +47,7 @@ class Finding:
     rule: str  # ops | types | constants-in | shapes | int64 | inf | opset
     severity: str  # error (TensorRT would reject or mis-compute) | warning | note
     message: str
+    op: str = ""  # rule "ops": the op the parser lacks ("Det", "com.microsoft.RotaryEmbedding")
 
 
 @dataclass
@@ -58,6 +62,18 @@ class GraphReport:
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "error"]
 
+    def unsupported_ops(self) -> list[str]:
+        """Ops of this graph the parser has no entry for (other errors are per rule)."""
+        return sorted({f.op for f in self.errors() if f.rule == "ops" and f.op})
+
+    def verdict(self) -> str:
+        """One line: does this graph pass, and if not, how many errors and which ops."""
+        if not self.errors():
+            return f"{self.name}: PASS"
+        ops = self.unsupported_ops()
+        unsupported = f"; unsupported ops: {', '.join(ops)}" if ops else ""
+        return f"{self.name}: FAIL, {len(self.errors())} error(s){unsupported}"
+
 
 @dataclass
 class CheckReport:
@@ -67,21 +83,35 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return not any(g.errors() for g in self.graphs)
+        return not self.failing()
+
+    def failing(self) -> list[GraphReport]:
+        return [g for g in self.graphs if g.errors()]
 
     def lines(self) -> list[str]:
         out = [f"target {self.target} (operator list: {self.source})"]
         for g in self.graphs:
-            out.append(f"{g.file}: {g.nodes} nodes, {g.op_types} op types, opset {g.opset}")
+            out.append(f"{g.name} graph ({g.file}): {g.nodes} nodes, {g.op_types} op types, "
+                       f"opset {g.opset}")
             for rule in RULES:
                 hits = [f for f in g.findings if f.rule == rule]
                 if not any(f.severity == "error" for f in hits):
                     out.append(f"  ok     {rule:<12} {RULES[rule]}")
                 for f in hits:
                     out.append(f"  {f.severity:<6} {rule:<12} {f.message}")
-        errors = sum(len(g.errors()) for g in self.graphs)
-        out.append(f"{'PASS' if self.ok else 'FAIL'}: {errors} error(s)")
+            out.append(f"  => {g.verdict()}")
+        out.append(self.verdict())
         return out
+
+    def verdict(self) -> str:
+        """The last line: the bundle's verdict, naming every graph checked and those that fail
+        (a multimodal bundle is only usable on TensorRT if all its graphs parse)."""
+        errors = sum(len(g.errors()) for g in self.graphs)
+        checked = f"{len(self.graphs)} graph(s) ({', '.join(g.name for g in self.graphs)})"
+        if self.ok:
+            return f"PASS: {errors} error(s) in {checked}"
+        failing = ", ".join(f"{g.name} ({g.file})" for g in self.failing())
+        return f"FAIL: {errors} error(s) in {checked}; failing: {failing}"
 
 
 RULES = {
@@ -100,12 +130,22 @@ def check_bundle(bundle_dir: str | Path, target: str = "tensorrt-10.3") -> Check
     manifest = load_manifest(bundle_dir)
     support = load_support(target)
     reports = []
-    for name, file in sorted(manifest.graphs.items()):
+    for name, file in bundle_graphs(manifest).items():
+        # Only the decoder has a varying axis; the vision graph's input shape is fixed at export.
         axes = ({manifest.inputs[k]: a for k, a in CHUNK_AXES.items() if k in manifest.inputs}
                 if name == "decoder" else {})
         reports.append(check_graph(bundle_dir / file, support, axes, name))
     src = support.source
     return CheckReport(target, f"{src.get('repo')} {src.get('path')}", reports)
+
+
+def bundle_graphs(manifest: Manifest) -> dict[str, str]:
+    """Graph name -> ONNX file of every graph the bundle ships: `manifest.graphs` (the decoder)
+    and, in a multimodal bundle, the vision graph, which `manifest.graphs` does not list."""
+    graphs = dict(sorted(manifest.graphs.items()))
+    if manifest.vision is not None:
+        graphs.setdefault("vision", manifest.vision.graph)
+    return graphs
 
 
 def check_graph(
@@ -138,14 +178,17 @@ def _check_nodes(model: onnx.ModelProto, support: TrtSupport, add) -> None:  # n
     for node in g.node:
         where = f"{node.op_type} ({node.name or node.output[0]})"
         if node.domain not in ("", "ai.onnx"):
-            _once(seen, add, Finding("ops", "error", f"{where}: custom domain {node.domain!r} "
+            # Named by op, not node, so each contrib op is reported once, not once per layer.
+            custom = f"{node.domain}.{node.op_type}"
+            _once(seen, add, Finding("ops", "error", f"{custom}: custom domain {node.domain!r} "
                                      "needs a TensorRT plugin (re-export with --target "
-                                     "tensorrt for standard ops only)"))
+                                     f"tensorrt for standard ops only) (first: {where})", custom))
             continue
         op = support.ops.get(node.op_type)
         if op is None:
             _once(seen, add, Finding("ops", "error", f"{node.op_type} is not supported by the "
-                                     f"ONNX-TensorRT parser of {support.target} (first: {where})"))
+                                     f"ONNX-TensorRT parser of {support.target} (first: {where})",
+                                     node.op_type))
             continue
         skip = INDEX_INPUTS.get(node.op_type, set())
         checked = [x for i, x in enumerate(node.input) if x and i not in skip]

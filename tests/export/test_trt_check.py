@@ -1,12 +1,15 @@
 """`edgekv check --target tensorrt-10.3` on the bundles the tests export, and on small ONNX
 models made to break one rule each."""
 
+import shutil
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from edgekv.cli import main
+from edgekv.export.manifest import load_manifest
 from edgekv.export.trt_check import check_bundle, check_graph
 from edgekv.export.trt_support import load_support
 
@@ -35,7 +38,9 @@ def test_cli_check_prints_report_and_passes(tiny_bundle, capsys):
     assert main(["check", str(tiny_bundle("llama", budget=320, chunk=32, target="tensorrt"))]) == 0
     out = capsys.readouterr().out
     assert "ok     ops" in out and "ok     constants-in" in out
-    assert out.rstrip().endswith("PASS: 0 error(s)")
+    assert "decoder graph (decoder.onnx)" in out and "  => decoder: PASS" in out
+    # A text bundle ships one graph: the verdict is the decoder's.
+    assert out.rstrip().endswith("PASS: 0 error(s) in 1 graph(s) (decoder)")
 
 
 def _save(tmp_path, nodes, inputs, outputs, initializers=(), opset=18):
@@ -128,3 +133,72 @@ def test_cli_export_takes_the_tensorrt_target(tiny_model_dir, tmp_path):
     assert main(["export", str(tiny_model_dir("llama")), "--out", str(out), "--budget", "96",
                  "--chunk", "16", "--target", "tensorrt"]) == 0
     assert check_bundle(out, "tensorrt-10.3").ok
+
+
+@pytest.fixture(scope="module")
+def trt_vlm_bundle(tmp_path_factory, vlm_dir):
+    """A tiny LLaVA (CLIP) bundle exported for TensorRT: decoder.onnx and vision.onnx."""
+    from edgekv.export.exporter import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("trt-vlm") / "llava-clip"
+    options = ExportOptions(budget=64, chunk=16, validate=False, target="tensorrt")
+    export(str(vlm_dir("llava-clip")), out, options, log=lambda _m: None)
+    return out
+
+
+def _with_vision_op(bundle, dst, op_type, domain=""):
+    """A copy of `bundle` whose vision graph ends in one `op_type` node, its sha256s redone so
+    the manifest still verifies. Weights stay external: only the graph is rewritten."""
+    shutil.copytree(bundle, dst)
+    manifest = load_manifest(dst)
+    path = dst / manifest.vision.graph
+    model = onnx.load(str(path), load_external_data=False)
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        node.input[:] = [f"{out}.pre" if x == out else x for x in node.input]
+        node.output[:] = [f"{out}.pre" if x == out else x for x in node.output]
+    model.graph.node.append(helper.make_node(op_type, [f"{out}.pre"], [out], name="injected",
+                                             domain=domain))
+    if domain:
+        model.opset_import.append(helper.make_opsetid(domain, 1))
+    onnx.save(model, path)
+    manifest.with_files(dst).save(dst)
+    return dst
+
+
+def test_multimodal_bundle_checks_the_vision_graph_too(trt_vlm_bundle, capsys):
+    manifest = load_manifest(trt_vlm_bundle)
+    assert "vision" not in manifest.graphs  # the vision graph is listed under manifest.vision
+    report = check_bundle(trt_vlm_bundle, "tensorrt-10.3")
+    assert [(g.name, g.file) for g in report.graphs] == [("decoder", "decoder.onnx"),
+                                                         ("vision", manifest.vision.graph)]
+    vision = report.graphs[1]
+    assert vision.nodes > 0 and vision.errors() == [] and report.ok
+    assert main(["check", str(trt_vlm_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "vision graph (vision.onnx)" in out and "  => vision: PASS" in out
+    assert out.rstrip().endswith("PASS: 0 error(s) in 2 graph(s) (decoder, vision)")
+
+
+@pytest.mark.parametrize(("domain", "op_type", "named"), [
+    ("com.microsoft", "FastGelu", "com.microsoft.FastGelu"),  # an ONNX Runtime contrib op
+    ("", "Bernoulli", "Bernoulli"),  # a standard op the 10.3 parser lacks
+], ids=["contrib", "standard"])
+def test_unparsed_op_in_the_vision_graph_fails_the_bundle(
+    trt_vlm_bundle, tmp_path, capsys, domain, op_type, named
+):
+    bundle = _with_vision_op(trt_vlm_bundle, tmp_path / "bundle", op_type, domain)
+    report = check_bundle(bundle, "tensorrt-10.3")
+    assert not report.ok
+    decoder, vision = report.graphs
+    assert decoder.errors() == []  # the decoder alone would still pass: it must not hide this
+    assert [g.name for g in report.failing()] == ["vision"]
+    assert vision.unsupported_ops() == [named]
+    (error,) = vision.errors()
+    assert error.rule == "ops" and "(first: " + op_type + " (injected))" in error.message
+    assert main(["check", str(bundle)]) == 1
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    assert "  => decoder: PASS" in lines
+    assert f"  => vision: FAIL, 1 error(s); unsupported ops: {named}" in lines
+    assert lines[-1] == ("FAIL: 1 error(s) in 2 graph(s) (decoder, vision); "
+                         "failing: vision (vision.onnx)")
