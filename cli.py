@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from edgekv.runtime.errors import EdgeKVError
 from edgekv.tools.int_list import int_list
@@ -521,8 +521,15 @@ def _add_stream_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-status", action="store_true", help="no live status line on stderr")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line like every other error; --help has the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgekv", description=__doc__)
+    parser = _Parser(prog="edgekv", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("export", help="export a model to a bundle")

@@ -143,7 +143,9 @@ def test_a_negative_seed_is_an_argument_error(capsys, tiny_bundle):
     with pytest.raises(SystemExit) as exc:
         main(["run", str(tiny_bundle()), "--prompt", "hi", "--seed", "-1"])
     assert exc.value.code == 2
-    assert "--seed: expected an integer >= 0, not '-1'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.strip() == ("edgekv run: error: argument --seed: expected an integer >= 0, not "
+                           "'-1' (see edgekv run --help)")  # one line, no usage block
 
 
 def test_verify_refuses_an_empty_prompt(capsys, tiny_bundle, tiny_model_dir):
