@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,6 +23,7 @@ from edgekv.tools.samplers import Sampler, default_samplers
 
 SamplerFactory = Callable[[int, float], list[Sampler]]
 MiB = 2**20
+SIGINT_GRACE_S = 0.25  # Popen.wait's own wait for a child after a KeyboardInterrupt
 
 
 @dataclass
@@ -37,17 +39,33 @@ class MemoryReport:
     # The high-water mark of RSS an edgekv child recorded of itself at exit (bytes): it holds a
     # peak that fell between two samples, or samples a sandbox's /proc withheld.
     rss_high_water: float | None = None
+    # The kernel's peak RSS of the command (bytes), from wait4's rusage when it ended: the
+    # largest peak of any one process in it (the command, or a descendant it waited for), not
+    # the sum over the tree the samples add up. It catches a command that ends before a second
+    # sample. None where there is no wait4, or when the figure is not above the profiler's own
+    # peak, which a child inherits in its count (see _kernel_peak).
+    rss_kernel_peak: float | None = None
 
     @property
     def metrics(self) -> list[str]:
         names = {k for s in self.samples for k in s if k != "t"}
-        return sorted(names | ({"rss"} if self.rss_high_water is not None else set()))
+        return sorted(names | ({"rss"} if self._process_peak() is not None else set()))
+
+    def sampled_peak(self, metric: str = "rss") -> float:
+        return max((s[metric] for s in self.samples if metric in s), default=0.0)
+
+    def _process_peak(self) -> float | None:
+        """The largest single-process RSS peak known besides the samples (bytes)."""
+        known = [v for v in (self.rss_high_water, self.rss_kernel_peak) if v is not None]
+        return max(known) if known else None
 
     def peak(self, metric: str = "rss") -> float:
-        sampled = max((s[metric] for s in self.samples if metric in s), default=0.0)
-        if metric == "rss" and self.rss_high_water is not None:
-            return max(sampled, self.rss_high_water)
-        return sampled
+        """The largest of the samples (for rss: the tree's sum) and, for rss, the high-water
+        marks of single processes that a sample may have missed. For a command of several
+        processes at once it is a lower bound of the tree's true peak."""
+        sampled = self.sampled_peak(metric)
+        process = self._process_peak() if metric == "rss" else None
+        return sampled if process is None else max(sampled, process)
 
     def mean(self, metric: str = "rss") -> float:
         values = [s[metric] for s in self.samples if metric in s]
@@ -65,6 +83,10 @@ class MemoryReport:
         for metric in self.metrics:
             lines.append(f"  {metric:<10} peak {self.peak(metric) / MiB:8.1f} MiB   "
                          f"mean {self.mean(metric) / MiB:8.1f} MiB")
+            if metric == "rss" and self.peak(metric) > 1.05 * self.sampled_peak(metric):
+                lines.append(f"  {'':<10} (rss peak: the largest single process's high-water "
+                             f"mark; the samples of the tree peaked at "
+                             f"{self.sampled_peak(metric) / MiB:.1f} MiB)")
         if self.plan:
             lines.append(f"  {'plan':<10} total {self.plan['total'] / MiB:7.1f} MiB")
         lines += [f"  {mark['t']:7.2f} s  {mark['phase']}" for mark in self.phases]
@@ -102,11 +124,74 @@ def _events(path: str | Path, wall0: float) -> _Events:
     return found
 
 
+class _Reaper:
+    """Waits for a `Popen` child with os.wait4, which hands back the child's rusage (Popen's own
+    waitpid throws it away), and sets `proc.returncode` as Popen would. Only `profile_command`
+    waits for the child, so Popen never reaps it behind our back."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.max_rss: float | None = None  # bytes: ru_maxrss of the child and what it waited for
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` seconds (None: until it ends); whether the child has ended. Like
+        Popen.wait, it polls with a delay that doubles up to 50 ms, so it returns within that of
+        the end."""
+        if self.proc.returncode is not None:
+            return True
+        if not hasattr(os, "wait4"):  # Windows
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        if timeout is None:
+            return self._reap(0)
+        deadline, delay = time.monotonic() + timeout, 0.0005
+        while not self._reap(os.WNOHANG):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            delay = min(delay * 2, remaining, 0.05)
+            time.sleep(delay)
+        return True
+
+    def _reap(self, flags: int) -> bool:
+        try:
+            pid, status, usage = os.wait4(self.proc.pid, flags)
+        except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored, say): Popen's answer
+            self.proc.wait()
+            return True
+        if pid == 0:
+            return False
+        # RUSAGE_BOTH of the child: its own peak and those of the descendants it waited for.
+        # KiB on Linux, bytes on macOS.
+        self.max_rss = float(usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+        self.proc.returncode = os.waitstatus_to_exitcode(status)  # -N when killed by signal N
+        return True
+
+
+def _kernel_peak(reaped: float | None, inherited: float) -> float | None:
+    """The child's ru_maxrss when it says something about the command (bytes), else None.
+
+    A child counts the peak of the memory it was spawned from: on Linux exec folds the old
+    address space's high-water mark into ru_maxrss, and that space is the profiler's own (vfork,
+    posix_spawn) or a copy of it (fork). So `python -c pass` under a 300 MiB profiler reports
+    300 MiB. `inherited` is the profiler's high-water mark read after the spawn, a bound on what
+    the child can have taken over; only a figure above it was reached by the command itself.
+    """
+    if reaped is None or reaped <= inherited:
+        return None
+    return reaped
+
+
 def profile_command(
     command: Sequence[str], interval: float = 0.2,
     samplers: SamplerFactory = default_samplers,
 ) -> MemoryReport:
-    """Run `command` to completion, sampling its process tree every `interval` seconds."""
+    """Run `command` to completion, sampling its process tree every `interval` seconds. The rss
+    peak is also the kernel's count of the command's peak when it ended (see `_kernel_peak`), so
+    a command that ends between two samples still has its peak."""
     if not command:
         raise ValueError("nothing to profile: give a command after --")
     if interval <= 0:
@@ -116,6 +201,8 @@ def profile_command(
         env = {**os.environ, phases.ENV: str(marker_file)}
         wall0, start = time.time(), time.perf_counter()
         proc = subprocess.Popen(list(command), env=env)
+        inherited = float(rss_peak())  # after the spawn: a bound on what the child took over
+        reaper = _Reaper(proc)
         active = samplers(proc.pid, interval)
         samples: list[dict[str, float]] = []
         try:
@@ -123,21 +210,22 @@ def profile_command(
                 sample = _read_all(active, time.perf_counter() - start)
                 if len(sample) > 1:
                     samples.append(sample)
-                try:
-                    proc.wait(timeout=interval)  # returns at once when the command ends
+                if reaper.wait(interval):  # returns at once when the command ends
                     break
-                except subprocess.TimeoutExpired:
-                    continue
         except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait()
+            # Ctrl-C reaches the whole foreground group: as Popen.wait does, give the command a
+            # moment to end of its own SIGINT before it is terminated.
+            if not reaper.wait(SIGINT_GRACE_S):
+                proc.terminate()
+                reaper.wait(None)
         finally:
             for sampler in active:
                 sampler.close()
         duration = time.perf_counter() - start
         events = _events(marker_file, wall0)
     return MemoryReport(list(command), interval, duration, proc.returncode, samples,
-                        events.marks, events.plan, [s.name for s in active], events.peak_rss)
+                        events.marks, events.plan, [s.name for s in active], events.peak_rss,
+                        _kernel_peak(reaper.max_rss, inherited))
 
 
 class MemoryLog:

@@ -3,6 +3,8 @@ phases and the plan recorded by an edgekv child come back, and the exit code pas
 
 import json
 import os
+import signal
+import subprocess
 import sys
 
 import pytest
@@ -20,6 +22,19 @@ MiB = 2**20
 # its array was, so the test compares with the allocation the child really made.
 ALLOCATE_200 = ("import numpy as np, time; a = np.ones(200 * 2**20 // 8); "
                 "print(a.nbytes, flush=True); time.sleep(0.6)")
+# Writes every byte of 100 MB and exits at once: over long before a second sample.
+ALLOCATE_100_AND_EXIT = "a = b'x' * 100_000_000"
+
+
+def _profile_in_a_fresh_process(tmp_path, *command, interval=5.0):
+    """`edgekv profile` as a shell runs it: its own process, small, as the profiler of the bug
+    was (a child counts the profiler's peak in its kernel figure, so under this test runner,
+    hundreds of MiB, the kernel's figure for a 100 MB child would rightly be discarded)."""
+    out = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "-m", "edgekv.cli", "profile", "--interval",
+                           str(interval), "--out", str(out), "--", *command],
+                          capture_output=True, text=True, timeout=60)
+    return done, json.loads(out.read_text())
 
 
 def test_peak_covers_a_known_allocation(capfd):
@@ -39,6 +54,63 @@ def test_exit_code_and_children_are_followed():
     report = profile_command([sys.executable, "-c", child], interval=0.05)
     assert report.exit_code == 3
     assert report.peak("rss") >= 200 * MiB  # the grandchild's array, counted in the tree
+
+
+def test_peak_of_a_command_over_before_the_second_sample(tmp_path):
+    # One sample, taken while Python starts; the peak comes from the kernel when it ends.
+    done, report = _profile_in_a_fresh_process(tmp_path, sys.executable, "-c",
+                                               ALLOCATE_100_AND_EXIT)
+    assert done.returncode == 0 and report["exit_code"] == 0
+    assert len(report["samples"]) <= 1 and report["duration_s"] < 5
+    assert report["peak"]["rss"] >= 95_000_000
+    assert report["rss_kernel_peak"] == report["peak"]["rss"] < 200 * MiB
+    assert "largest single process" in done.stdout
+
+
+def test_peak_of_a_short_grandchild_and_the_exit_code(tmp_path):
+    # The kernel's figure covers the descendants the command waited for.
+    child = ("import subprocess, sys; "
+             f"sys.exit(subprocess.call([sys.executable, '-c', {ALLOCATE_100_AND_EXIT!r}]) + 4)")
+    done, report = _profile_in_a_fresh_process(tmp_path, sys.executable, "-c", child)
+    assert done.returncode == 4 and report["exit_code"] == 4
+    assert report["peak"]["rss"] >= 95_000_000
+
+
+def test_a_signal_that_ends_the_command_is_its_exit_code():
+    report = profile_command([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"],
+                             interval=5.0)
+    assert report.exit_code == -9
+
+
+def test_ctrl_c_lets_the_command_end_of_its_own_sigint(tmp_path):
+    # Ctrl-C signals the whole foreground group; the profiler waits a moment for the command
+    # to end by its SIGINT (as Popen.wait does) rather than terminating it at once.
+    out = tmp_path / "report.json"
+    hold = "import time; a = b'x' * 50_000_000; print('ready', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-m", "edgekv.cli", "profile", "--interval", "0.1",
+                             "--out", str(out), "--", sys.executable, "-c", hold],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    report = json.loads(out.read_text())
+    assert report["exit_code"] == -signal.SIGINT
+    assert report["peak"]["rss"] >= 50_000_000
+
+
+def test_the_profilers_own_peak_is_not_the_commands():
+    # A child's ru_maxrss starts from the peak of the profiler it was spawned from: 300 MB
+    # here, which `python -c pass` never had.
+    ballast = b"x" * 300_000_000
+    report = profile_command([sys.executable, "-c", "pass"], interval=5.0)
+    assert len(ballast) and report.exit_code == 0
+    assert report.rss_kernel_peak is None
+    assert report.peak("rss") < 100 * MiB
 
 
 def test_cli_profile_of_an_edgekv_run_reports_phases_and_plan(tmp_path, tiny_bundle, capsys):
