@@ -220,12 +220,8 @@ def export_model(
     rope_table = options.rope_table
     if rope_table and options.position_mode == "absolute":
         rope_table = max(rope_table, int(getattr(model.config, "max_position_embeddings", 0)))
-    family, adapter, step = build_step(model, options.dtype, rope_table,
-                                       fused_norm=options.target == "ort",
-                                       cached_rope=options.key_rope == "cached",
-                                       gqa=options.attention == "gqa",
-                                       attn_mass=options.attn_mass)
-    window = adapter.sliding_window(model)
+    # refusals that need only the config come before build_step copies the weights
+    window = adapter_for(model)[1].sliding_window(model)
     if window is not None and options.budget > window:
         raise ModelError(
             f"this model attends to at most its last {window} tokens (sliding_window); a "
@@ -233,6 +229,11 @@ def export_model(
             f"to: export with --budget {window} or less")
     if vision is not None:
         vision.check()
+    family, adapter, step = build_step(model, options.dtype, rope_table,
+                                       fused_norm=options.target == "ort",
+                                       cached_rope=options.key_rope == "cached",
+                                       gqa=options.attention == "gqa",
+                                       attn_mass=options.attn_mass)
     dims = step.dims
     log(f"family {family}: {dims.num_layers} layers, hidden {dims.hidden_size}, "
         f"{dims.num_heads} heads / {dims.num_kv_heads} KV heads, vocab {dims.vocab_size}")
