@@ -1,6 +1,8 @@
 """Policy registry: one file per policy, one line per policy in `POLICIES`.
 
-`make_policy("streaming:sinks=8")` builds a policy from the CLI's `name:key=value,...` form.
+`make_policy("streaming:sinks=8")` builds a policy from the CLI's `name:key=value,...` form;
+`make_policy("structured+h2o:recent=0.25")` two of them, one for prompts and frames, one for
+answers (`composed.py`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import math
 
 from edgekv.runtime.errors import PolicyError
 from edgekv.runtime.policies.base import Policy
+from edgekv.runtime.policies.composed import Composed
 from edgekv.runtime.policies.full import Full
 from edgekv.runtime.policies.h2o import H2O
 from edgekv.runtime.policies.inf_mllm import InfMLLM
@@ -30,7 +33,18 @@ POLICIES: dict[str, type[Policy]] = {
 
 
 def make_policy(spec: str) -> Policy:
-    """Parse `name` or `name:key=value,key=value` into a policy instance."""
+    """Parse `name`, `name:key=value,key=value`, or two of them joined by `+` (the first for
+    chunks fed in, the second for generated tokens) into a policy instance."""
+    if "+" in spec:
+        parts = spec.split("+")
+        if len(parts) != 2 or not all(parts):
+            raise PolicyError(f"bad policy {spec!r}: compose exactly two, as PREFILL+DECODE "
+                              "(e.g. structured+h2o)")
+        return Composed(_one(parts[0]), _one(parts[1]))
+    return _one(spec)
+
+
+def _one(spec: str) -> Policy:
     name, _, args = spec.partition(":")
     if name not in POLICIES:
         raise PolicyError(f"unknown policy {name!r}; known policies: {', '.join(POLICIES)}")
