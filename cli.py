@@ -463,6 +463,8 @@ def _policies(args: argparse.Namespace) -> int:
     for name, cls in POLICIES.items():
         params = ", ".join(f"{k}={v}" for k, v in cls().params().items()) or "-"
         print(f"{name:<12} {cls.summary}\n{'':<12} parameters: {params}")
+    print("compose two as PREFILL+DECODE (e.g. structured+h2o): the first for prompts and "
+          "frames, the second for the answer's tokens")
     return 0
 
 

@@ -100,3 +100,4 @@ def test_policies_lists_parameters(capsys):
     assert main(["policies"]) == 0
     out = capsys.readouterr().out
     assert "streaming" in out and "sinks=4" in out
+    assert "PREFILL+DECODE" in out
