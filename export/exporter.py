@@ -24,9 +24,9 @@ import torch
 import edgekv
 from edgekv.export import onnx_graph
 from edgekv.export.decoder_step import DecoderStep
-from edgekv.export.families import adapter_for
+from edgekv.export.families import adapter_for, family_of
 from edgekv.export.families.base import LlamaShapedAdapter
-from edgekv.export.loading import load, resolve
+from edgekv.export.loading import load, model_type, resolve
 from edgekv.export.manifest import LM_HEAD, EmbeddingTable, Manifest, TokenizerInfo
 from edgekv.export.quantize import (
     COMPUTE_LEVELS,
@@ -184,6 +184,8 @@ def export(model_arg: str, out: str | Path, options: ExportOptions, log: Log = _
     options.check()
     _check_out(Path(out), options)
     source = resolve(model_arg)
+    if (kind := model_type(source)) is not None:
+        family_of(kind)  # an unsupported family is refused before its weights load
     log(f"loading {source.label}")
     from edgekv.export.vlm_loading import is_vision_language
 

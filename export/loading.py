@@ -7,6 +7,7 @@ resolve to files that pip installed.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -70,6 +71,17 @@ def resolve(model: str) -> ModelSource:
     )
 
 
+def model_type(source: ModelSource) -> str | None:
+    """config.json's `model_type` (None for a GGUF file, whose header names its architecture)."""
+    if source.gguf_file:
+        return None
+    try:
+        config = json.loads((source.directory / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {source.directory / 'config.json'}: {exc}") from exc
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
 def load(source: ModelSource) -> tuple[Any, Any]:
     """Load (model, tokenizer) in fp32, eval mode, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,7 +91,17 @@ def load(source: ModelSource) -> tuple[Any, Any]:
     kwargs: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.directory, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        # transformers' own first line names no file ("... from one of:")
+        raise ModelError(f"cannot load the tokenizer of {source.label} (a bundle carries the "
+                         "model's tokenizer: tokenizer.json, or tokenizer.model with its "
+                         f"config): {_first_line(exc)}") from exc
+    try:
         model = AutoModelForCausalLM.from_pretrained(source.directory, dtype="float32", **kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"cannot load {source.label}: {exc}".splitlines()[0]) from exc
+        raise ModelError(f"cannot load {source.label}: {_first_line(exc)}") from exc
     return model.eval(), tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

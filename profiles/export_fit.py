@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from edgekv.export.exporter import ExportOptions, Log, export_model
-from edgekv.export.families import adapter_for
-from edgekv.export.loading import load, resolve
+from edgekv.export.families import adapter_for, family_of
+from edgekv.export.loading import load, model_type, resolve
 from edgekv.export.manifest import Manifest
 from edgekv.profiles.fit import choose_budget, device_plan, fit_warning
 from edgekv.profiles.loader import DeviceProfile
@@ -33,6 +33,8 @@ def export_for_device(
     if Path(out).exists() and not options.force:  # before the (slow) model load
         raise EdgeKVError(f"{out} exists; choose another --out or pass --force to replace it")
     source = resolve(model_arg)
+    if (kind := model_type(source)) is not None:
+        family_of(kind)  # an unsupported family is refused before its weights load
     log(f"loading {source.label}")
     model, tokenizer = load(source)
     _, adapter = adapter_for(model)

@@ -25,12 +25,18 @@ ADAPTERS: dict[str, type[LlamaShapedAdapter]] = {
 }
 
 
-def adapter_for(model: Any) -> tuple[str, LlamaShapedAdapter]:
-    """The (family name, adapter) that exports `model`, or a ModelError listing the supported."""
-    model_type = getattr(model.config, "model_type", None)
+def family_of(model_type: str | None) -> tuple[str, type[LlamaShapedAdapter]]:
+    """The (family name, adapter class) for a config's `model_type`, or a ModelError listing
+    the supported families (asked before the weights load, so a refusal costs nothing)."""
     for family, adapter in ADAPTERS.items():
         if model_type in adapter.model_types:
-            return family, adapter()
+            return family, adapter
     raise ModelError(
         f"model type {model_type!r} is not supported; supported families: {', '.join(ADAPTERS)}"
     )
+
+
+def adapter_for(model: Any) -> tuple[str, LlamaShapedAdapter]:
+    """The (family name, adapter) that exports `model`, or a ModelError listing the supported."""
+    family, adapter = family_of(getattr(model.config, "model_type", None))
+    return family, adapter()

@@ -30,3 +30,28 @@ def test_unsupported_architecture_lists_the_families(tmp_path):
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
     with pytest.raises(ModelError, match="'gpt2' is not supported; supported families: llama"):
         adapter_for(model)
+
+
+def test_export_refuses_an_unsupported_family_before_loading_anything(tmp_path, monkeypatch):
+    import json
+
+    from edgekv.export import exporter
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "phi3"}))
+    monkeypatch.setattr(exporter, "load", lambda _s: pytest.fail("the model was loaded"))
+    with pytest.raises(ModelError, match="'phi3' is not supported; supported families: llama"):
+        exporter.export(str(tmp_path), tmp_path / "out", exporter.ExportOptions(budget=64))
+
+
+def test_a_model_without_its_tokenizer_is_named_as_such(tmp_path, tiny_model_dir):
+    import shutil
+
+    from edgekv.export.loading import load
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir("llama"), model)
+    for name in model.iterdir():
+        if name.name.startswith(("tokenizer", "special_tokens")):
+            name.unlink()
+    with pytest.raises(ModelError, match="cannot load the tokenizer of .*tokenizer.json"):
+        load(resolve(str(model)))
