@@ -184,6 +184,9 @@ def _run(args: argparse.Namespace) -> int:
                           "pictures from --source")
     for flag in ("memory_log", "transcript"):
         _writable(getattr(args, flag, None), "--" + flag.replace("_", "-"))
+    # 0 is allowed (feed the prompt, answer nothing); a negative count was silently 0
+    if args.max_new_tokens < 0:
+        raise EdgeKVError(f"--max-new-tokens must be at least 0, not {args.max_new_tokens}")
     if args.memory_log:
         from edgekv.tools.memprof import MemoryLog
 
@@ -234,6 +237,10 @@ def _chat(args: argparse.Namespace) -> int:
     from edgekv.runtime.sampler import Sampler
     from edgekv.tools import phases
 
+    if args.prompt is not None and not args.prompt.strip():
+        # `if args.prompt` took an empty one for none given: the run then waited on stdin
+        raise EdgeKVError("--prompt is empty: give a question, or leave --prompt out to chat "
+                          "on stdin")
     sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     session = _open_session(args)
     if args.system:
@@ -241,7 +248,7 @@ def _chat(args: argparse.Namespace) -> int:
                                  "content": session.message_content(args.system)})
     for image in args.image:
         session.append_image(image)
-    questions = [args.prompt] if args.prompt else _stdin_lines()
+    questions = [args.prompt] if args.prompt is not None else _stdin_lines()
     evicted = False
     try:
         for question in questions:
@@ -249,7 +256,7 @@ def _chat(args: argparse.Namespace) -> int:
             try:
                 pieces = session.ask(question, args.max_new_tokens, sampler)
             except BudgetError as exc:
-                if args.prompt:
+                if args.prompt is not None:
                     raise
                 # a chat goes on: the refused turn changed nothing
                 print(f"edgekv: error: {exc}", file=sys.stderr)
@@ -390,6 +397,9 @@ def _eval_scenes(args: argparse.Namespace) -> int:
 def _eval_quality(args: argparse.Namespace) -> int:
     from edgekv.tools.quality import quality_table
 
+    if args.tokens < 2 or args.full_tokens < 2:
+        raise EdgeKVError(f"--tokens and --full-tokens must be at least 2, not {args.tokens} "
+                          f"and {args.full_tokens}")
     table = quality_table(args.bundle, args.text, args.tokens,
                           list(int_list(args.budgets, "--budgets")),
                           [p for p in args.policies.split(",") if p],
@@ -402,10 +412,13 @@ def _verify(args: argparse.Namespace) -> int:
     from edgekv.export.loading import load, resolve
     from edgekv.export.manifest import load_manifest
     from edgekv.export.validate import hf_logits, max_diff
+    from edgekv.runtime.text import clean_text
 
     manifest = load_manifest(args.bundle)
     if args.prompt is not None and not args.prompt.strip():
         raise EdgeKVError("--prompt is empty: there is nothing to compare")
+    if args.prompt is not None:
+        args.prompt = clean_text(args.prompt)  # bytes argv could not decode: HF refuses them
     if args.image:
         return _verify_image(args, manifest)
     args.prompt = args.prompt or VERIFY_PROMPT
@@ -415,6 +428,9 @@ def _verify(args: argparse.Namespace) -> int:
         raise EdgeKVError(f"{args.bundle} was not exported from {args.against}: its vocabulary "
                           f"has {manifest.dims.vocab_size} tokens, the model's {vocab}")
     ids = tokenizer(args.prompt).input_ids[: manifest.budget]
+    if not ids:  # a tokenizer without byte fallback drops what its vocabulary lacks
+        raise EdgeKVError(f"--prompt {args.prompt!r} encodes to no tokens with this model's "
+                          "tokenizer: there is nothing to compare")
     reference = hf_logits(model, ids)
     diff = max_diff(args.bundle, ids, reference, backend=args.backend)
     return _verified(args, manifest, diff, reference, {"tokens": len(ids)})

@@ -28,8 +28,11 @@ class Sampler:
     def __call__(self, logits: np.ndarray) -> int:
         if self.temperature == 0:
             return int(np.argmax(logits))
-        z = logits.astype(np.float64) / self.temperature
-        probs = np.exp(z - z.max())
+        z = logits.astype(np.float64)
+        # The max is taken off before dividing: a tiny temperature (1e-310) then sends the
+        # others to -inf and the top to 0, where dividing first made inf - inf = NaN.
+        with np.errstate(over="ignore"):
+            probs = np.exp((z - z.max()) / self.temperature)
         probs /= probs.sum()
         if self.top_p < 1.0:
             order = np.argsort(-probs)

@@ -264,7 +264,10 @@ class Session:
             if now.startswith(shown) and not now.endswith("\ufffd"):
                 yield now[len(shown) :]
                 shown = now
-        answer = {"role": "assistant", "content": self.message_content(text.decode(produced))}
+        whole = text.decode(produced)
+        if whole.startswith(shown) and whole != shown:  # a last piece held back as unfinished
+            yield whole[len(shown) :]
+        answer = {"role": "assistant", "content": self.message_content(whole)}
         self.messages = [*system, user, answer]
         self._fed_text = (text.render([*system, user], add_generation_prompt=True)
                           + text.decode(produced, skip_special_tokens=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,18 @@ from tokenizers import Tokenizer
 from edgekv.export.manifest import TokenizerInfo
 from edgekv.runtime.errors import BundleError
 
+# Python reads undecodable bytes of stdin and argv as lone surrogates (surrogateescape),
+# which the tokenizer refuses with a TypeError.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 def _raise(message: str) -> None:
     raise jinja2.TemplateError(message)
+
+
+def clean_text(text: str) -> str:
+    """`text` with each lone surrogate as U+FFFD, what a UTF-8 decoder shows for a bad byte."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 @dataclass
@@ -31,7 +41,7 @@ class TextCodec:
             raise BundleError(f"cannot read tokenizer {info.file}: {exc}") from exc
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        return self.tokenizer.encode(clean_text(text), add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
@@ -43,8 +53,11 @@ class TextCodec:
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
         """The chat template applied as transformers applies it (same jinja settings)."""
         if not self.info.chat_template:
-            # No template: plain "role: content" lines, so base models still chat.
-            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+            # No template: plain "role: content" lines, so base models still chat. An answer
+            # follows "assistant:" as the model wrote it there (no space added), so the next
+            # turn renders what was fed and the session does not feed the answer again.
+            text = "".join(f"{m['role']}:{m['content']}\n" if m["role"] == "assistant"
+                           else f"{m['role']}: {m['content']}\n" for m in messages)
             return text + ("assistant:" if add_generation_prompt else "")
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise

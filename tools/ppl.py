@@ -54,17 +54,44 @@ def log_probs_of(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return z[np.arange(len(targets)), targets] - lse
 
 
+def windows(tokens: int, window: int) -> list[tuple[int, int]]:
+    """(start, end) of each `window` tokens that has a scored token (token 0 is not), so a
+    window of 1 has none in [0, 1): the report labels what `window_ppl` measured."""
+    return [(s, min(s + window, tokens)) for s in range(0, tokens, window)
+            if max(s, 1) < min(s + window, tokens)]
+
+
 def window_ppl(nll: np.ndarray, window: int) -> list[float]:
     """Perplexity of each `window` tokens of `nll` (per-token; nll[0] is unscored)."""
-    return [float(np.exp(nll[max(s, 1) : s + window].mean()))
-            for s in range(0, len(nll), window) if len(nll[max(s, 1) : s + window])]
+    return [float(np.exp(nll[max(lo, 1) : hi].mean())) for lo, hi in windows(len(nll), window)]
 
 
-def read_tokens(session: Session, path: str | Path, n: int) -> np.ndarray:
+def read_text(path: str | Path) -> str:
+    """The file as UTF-8 text. Anything else is refused by name: bytes decoded as something
+    they are not (Latin-1, UTF-16, a PNG) would give a perplexity of nothing in particular."""
     path = Path(path)
+    if path.is_dir():
+        raise EdgeKVError(f"{path} is a directory; --text takes a text file")
     if not path.is_file():
         raise EdgeKVError(f"text file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise EdgeKVError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        # A UTF-8 BOM stays, as in the --hf baseline's reading, so both score the same ids
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EdgeKVError(f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                          f"{exc.start}): a binary file, or text in another encoding to convert "
+                          "first (e.g. iconv -f latin1 -t utf-8)") from None
+    if "\x00" in text:  # valid UTF-8, but no text holds NUL bytes: a binary file
+        raise EdgeKVError(f"{path} holds NUL bytes: a binary file, not text")
+    return text
+
+
+def text_tokens(session: Session, text: str, n: int, name: str | Path = "the text") -> np.ndarray:
+    """The first `n` token ids of `text`; `name` says whose in the error when it has fewer."""
     # Encode a growing prefix, not the whole file: tokenizing a whole novel to score 2048
     # tokens was a transient ~90 MiB peak that `edgekv profile` showed before prefill. The
     # margin keeps the tokens cut at the prefix's end out of the n returned.
@@ -75,8 +102,13 @@ def read_tokens(session: Session, path: str | Path, n: int) -> np.ndarray:
             break
         size *= 2
     if len(ids) < n:
-        raise EdgeKVError(f"{path} has {len(ids)} tokens; --tokens {n} asks for more")
+        raise EdgeKVError(f"{name} has {len(ids)} tokens; --tokens {n} asks for more")
     return np.asarray(ids[:n], dtype=np.int64)
+
+
+def read_tokens(session: Session, path: str | Path, n: int) -> np.ndarray:
+    """The first `n` token ids of the text file at `path`."""
+    return text_tokens(session, read_text(path), n, path)
 
 
 def streaming_ppl(
@@ -117,7 +149,7 @@ def streaming_ppl(
     elapsed = time.perf_counter() - start
     bar.close()
     scored = nll[1:]
-    windows = window_ppl(nll, window)
+    per_window = window_ppl(nll, window)
     return PplResult(
         policy=session.policy.name,
         budget=session.cache.budget,
@@ -126,7 +158,7 @@ def streaming_ppl(
         tokens_per_s=len(ids) / elapsed,
         peak_rss_mb=peak / 2**20,
         window=window,
-        window_ppl=windows,
+        window_ppl=per_window,
         rss_mb_at=rss_at,
         graph_frac=session.stats.graph_s / max(session.stats.step_s, 1e-9),
         nll=nll,
@@ -152,8 +184,8 @@ def report(result: PplResult, hf: dict | None = None) -> str:
     lines = [f"policy {result.policy}  budget {result.budget}  tokens {result.tokens}"]
     header = f"  {'tokens':>13}  {'edgekv ppl':>10}"
     lines.append(header + (f"  {'HF full-cache ppl':>17}" if hf else ""))
-    for i, ppl in enumerate(result.window_ppl):
-        lo, hi = i * result.window, min((i + 1) * result.window, result.tokens)
+    bounds = windows(result.tokens, result.window)
+    for i, (ppl, (lo, hi)) in enumerate(zip(result.window_ppl, bounds, strict=True)):
         row = f"  {lo:>6}-{hi:<6}  {ppl:>10.3f}"
         if hf and i < len(hf["window_ppl"]):
             row += f"  {hf['window_ppl'][i]:>17.3f}"

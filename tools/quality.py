@@ -13,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekv.export.manifest import Manifest
 from edgekv.runtime.bundle import Bundle
+from edgekv.runtime.errors import BudgetError, EdgeKVError
+from edgekv.runtime.policies import make_policy
 from edgekv.runtime.session import Session
-from edgekv.tools.ppl import read_tokens, streaming_ppl
+from edgekv.tools.ppl import read_text, streaming_ppl, text_tokens
 
 
 @dataclass
@@ -43,7 +46,8 @@ class QualityTable:
         budgets = sorted({r.budget for r in self.rows})
         policies = list(dict.fromkeys(r.policy for r in self.rows))
         cell = {(r.policy, r.budget): r for r in self.rows}
-        first = f"first {self.full_tokens // 1024}k"
+        n = self.full_tokens
+        first = f"first {n // 1024}k" if n % 1024 == 0 else f"first {n}"
         head = (f"{'policy':<12}" + "".join(f"{f'B={b} ppl':>13}{first:>10}" for b in budgets)
                 + f"{'overhead':>10}")
         lines = [f"perplexity over {self.tokens} tokens (and over the first {self.full_tokens})",
@@ -72,13 +76,21 @@ def quality_table(
     threads: int = 0,
 ) -> QualityTable:
     bundle = Bundle.open(bundle_dir)
+    check_cells(bundle.manifest, budgets, policies)
+    full = Bundle.open(full_bundle) if full_bundle is not None else None
     table = QualityTable(tokens=tokens, full_tokens=min(full_tokens, tokens))
+    if full is not None and full.manifest.budget < table.full_tokens:
+        # the reference runs last: refused now, not after every cell
+        raise BudgetError(f"--full-bundle has a budget of {full.manifest.budget}, too small "
+                          f"to keep every one of the first {table.full_tokens} tokens; lower "
+                          "--full-tokens or export a larger full bundle")
+    content = read_text(text)
     ids: np.ndarray | None = None
     for budget in budgets:
         for spec in policies:
             session = Session.open(bundle, spec, budget=budget, threads=threads)
             if ids is None:
-                ids = read_tokens(session, text, tokens)
+                ids = text_tokens(session, content, tokens, text)
             result = streaming_ppl(session, ids, progress=False)
             row = QualityRow(spec, budget, result.ppl, result.ppl_first(table.full_tokens),
                              1.0 - result.graph_frac, result.tokens_per_s)
@@ -86,11 +98,25 @@ def quality_table(
             print(f"  {spec:<28} budget {budget:>5}: ppl {row.ppl:.3f} "
                   f"(first {table.full_tokens}: {row.ppl_first:.3f}), overhead "
                   f"{row.overhead_frac:.1%}", file=sys.stderr, flush=True)
-    if full_bundle is not None:
-        session = Session.open(Bundle.open(full_bundle), "full", threads=threads)
+    if full is not None:
+        session = Session.open(full, "full", threads=threads)
         if ids is None:
-            ids = read_tokens(session, text, tokens)
+            ids = text_tokens(session, content, tokens, text)
         result = streaming_ppl(session, ids[: table.full_tokens], progress=False)
         table.full_ppl = result.ppl
         print(f"  full (every token): ppl {result.ppl:.3f}", file=sys.stderr, flush=True)
     return table
+
+
+def check_cells(manifest: Manifest, budgets: list[int], policies: list[str]) -> None:
+    """Refuse a budget or policy no cell could run now: the table runs cell after cell, and
+    the last one failing would throw away every one before it."""
+    if not budgets or not policies:
+        raise EdgeKVError("--budgets and --policies each need at least one value")
+    for budget in budgets:
+        if budget > manifest.budget:
+            raise BudgetError(f"--budgets {budget} exceeds the bundle's budget "
+                              f"{manifest.budget}; a bundle's budget can be lowered at run "
+                              "time, not raised (re-export with a larger --budget)")
+        for spec in policies:
+            make_policy(spec).check_budget(budget, manifest.chunk)

@@ -101,3 +101,20 @@ def test_policies_lists_parameters(capsys):
     out = capsys.readouterr().out
     assert "streaming" in out and "sinks=4" in out
     assert "PREFILL+DECODE" in out
+
+
+def test_eval_quality_labels_a_short_reference_span_by_its_tokens(capsys, tiny_bundle):
+    argv = ["eval", "quality", str(tiny_bundle()), "--text", str(TEXT_FILE), "--tokens", "40",
+            "--budgets", "32", "--policies", "window"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "first 40" in out and "first 0k" not in out
+
+
+def test_verify_takes_a_prompt_with_bytes_argv_could_not_decode(capsys, tiny_bundle,
+                                                                tiny_model_dir):
+    # Python hands undecodable argv bytes over as lone surrogates ("caf\udce9" for Latin-1)
+    argv = ["verify", str(tiny_bundle()), "--against", str(tiny_model_dir("llama")),
+            "--prompt", "caf\udce9 au lait"]
+    assert main(argv) == 0
+    assert "PASS" in capsys.readouterr().out

@@ -114,12 +114,33 @@ def test_usage_errors_come_from_argparse(argv):
     (["run", "--prompt", "hi", "--memory-log", "{tmp}/no/m.json"], "/no does not exist"),
     (["run", "--source", "synthetic:seed=-1"], "seed, shapes and frames must be >= 0"),
     (["run", "--source", "synthetic", "--image", "{tmp}/a.png"], "--image is for one question"),
+    (["run", "--prompt", ""], "--prompt is empty: give a question, or leave --prompt out"),
+    (["run", "--prompt", "  \n "], "--prompt is empty"),
+    (["run", "--prompt", "hi", "--max-new-tokens", "-1"],
+     "--max-new-tokens must be at least 0, not -1"),
+    (["eval", "ppl", "--text", "{tmp}", "--tokens", "200"], "is a directory; --text takes"),
+    (["eval", "quality", "--text", "{text}", "--tokens", "1"],
+     "--tokens and --full-tokens must be at least 2, not 1 and 8192"),
+    (["eval", "quality", "--text", "{text}", "--full-tokens", "0"], "not 16384 and 0"),
+    (["eval", "quality", "--text", "{text}", "--budgets", ""], "each need at least one value"),
+    (["eval", "quality", "--text", "{text}", "--policies", ","], "each need at least one value"),
+    # refused before the budget-32 cell runs (it would print a line of its own)
+    (["eval", "quality", "--text", "{text}", "--tokens", "40", "--budgets", "32,200",
+      "--policies", "window"], "--budgets 200 exceeds the bundle's budget 96"),
+    (["eval", "quality", "--text", "{text}", "--tokens", "40", "--budgets", "32,64",
+      "--policies", "window,streaming:sinks=20"], "budget 32 is too small for policy"),
+    (["eval", "quality", "--text", "{text}", "--tokens", "200", "--budgets", "32",
+      "--policies", "window", "--full-bundle", "{bundle}"],
+     "--full-bundle has a budget of 96, too small to keep every one of the first 200 tokens"),
 ], ids=["temperature", "nan", "top-p", "tokens", "window", "hf", "hf-tokens", "budgets",
-        "memory-log", "synthetic-seed", "image-with-source"])
+        "memory-log", "synthetic-seed", "image-with-source", "empty-prompt", "blank-prompt",
+        "max-new-tokens", "text-directory", "quality-tokens", "quality-full-tokens",
+        "quality-no-budgets", "quality-no-policies", "quality-budget-above",
+        "quality-budget-too-small", "quality-full-bundle-too-small"])
 def test_settings_out_of_range_are_one_line(capsys, tiny_bundle, tmp_path, extra, pattern):
     from helpers import TEXT_FILE
 
-    argv = [a.format(text=TEXT_FILE, tmp=tmp_path) for a in extra]
+    argv = [a.format(text=TEXT_FILE, tmp=tmp_path, bundle=tiny_bundle()) for a in extra]
     argv.insert(2 if argv[0] == "eval" else 1, str(tiny_bundle()))
     _fails(capsys, argv, pattern)
 
@@ -151,3 +172,36 @@ def test_a_negative_seed_is_an_argument_error(capsys, tiny_bundle):
 def test_verify_refuses_an_empty_prompt(capsys, tiny_bundle, tiny_model_dir):
     _fails(capsys, ["verify", str(tiny_bundle()), "--against", str(tiny_model_dir("llama")),
                     "--prompt", ""], "--prompt is empty")
+
+
+@pytest.mark.parametrize("content", [
+    "Café crème, naïve façade. ".encode("latin-1") * 40, b"\x89PNG\r\n\x1a\n" + bytes(256),
+], ids=["latin-1", "png"])
+def test_eval_ppl_refuses_a_file_that_is_not_utf8_text(capsys, tiny_bundle, tmp_path, content):
+    path = tmp_path / "input"
+    path.write_bytes(content)
+    _fails(capsys, ["eval", "ppl", str(tiny_bundle()), "--text", str(path), "--tokens", "20"],
+           f"{path} is not UTF-8 text (byte 0x")
+
+
+def test_verify_refuses_a_prompt_the_tokenizer_drops(capsys, tiny_bundle, tiny_model_dir,
+                                                     tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    # the tiny model with a tokenizer lacking byte fallback: characters outside its
+    # vocabulary vanish, so a CJK prompt is no tokens at all
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir("llama"), model)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+    tok = Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok).save_pretrained(model)
+    capsys.readouterr()
+    assert main(["verify", str(tiny_bundle()), "--against", str(model), "--prompt", "日本語"]) == 2
+    err = capsys.readouterr().err  # transformers' own "Loading weights" bar comes first
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("edgekv: error: --prompt '日本語' encodes to no "
+                                            "tokens with this model's tokenizer: there is "
+                                            "nothing to compare")

@@ -54,3 +54,67 @@ def test_a_turn_longer_than_the_budget_is_refused_and_changes_nothing(tiny_bundl
     assert (list(session.messages), session._fed_text, session.stats.tokens_in,
             session.cache.occupied()) == before
     assert first and "".join(session.ask("And now?", max_new_tokens=4)) is not None
+
+
+def _without_template(bundle_dir, tmp_path):
+    """A copy of the bundle whose tokenizer has no chat template (a base model's)."""
+    import json
+    import shutil
+
+    out = tmp_path / "no-template"
+    shutil.copytree(bundle_dir, out)
+    raw = json.loads((out / "manifest.json").read_text())
+    raw["tokenizer"]["chat_template"] = None
+    (out / "manifest.json").write_text(json.dumps(raw))
+    return out
+
+
+def test_without_a_template_each_answer_is_fed_once(tiny_bundle, tmp_path):
+    session = Session.open(Bundle.open(_without_template(tiny_bundle(), tmp_path)),
+                           policy="streaming")
+    text = session.bundle.text
+    fed: list[int] = []
+    original_feed, original_generate = session.feed, session.generate
+
+    def recording_feed(ids, **kw):
+        fed.extend(int(i) for i in ids)
+        return original_feed(ids, **kw)
+
+    def recording_generate(*a, **kw):
+        for token in original_generate(*a, **kw):
+            fed.append(token)
+            yield token
+
+    session.feed, session.generate = recording_feed, recording_generate
+    history = []
+    for question in ["What do you see?", "And now?", "Anything red?"]:
+        answer = "".join(session.ask(question, max_new_tokens=6))
+        history += [{"role": "user", "content": question},
+                    {"role": "assistant", "content": answer}]
+    seen = text.decode(fed, skip_special_tokens=False)
+    expected = text.render(history, add_generation_prompt=False)
+    # the answer came from the model after "assistant:"; the next turn must not feed it again
+    assert expected.startswith(seen) and len(expected) - len(seen) <= 1, (seen, expected)
+
+
+def test_a_question_with_bytes_stdin_could_not_decode_is_asked(tiny_bundle):
+    # Python hands undecodable stdin bytes over as lone surrogates ("caf\udce9" for Latin-1)
+    session = Session.open(Bundle.open(tiny_bundle()), policy="streaming")
+    "".join(session.ask("caf\udce9 au lait?", max_new_tokens=2))
+    assert session.messages[-2]["content"] == "caf\udce9 au lait?"
+    assert session.stats.tokens_out == 2
+
+
+def test_the_printed_answer_is_the_kept_answer_to_its_last_byte(tiny_bundle):
+    session = Session.open(Bundle.open(tiny_bundle()), policy="streaming")
+    text = session.bundle.text
+    # "hi" then the first byte of a two-byte character (0xC3, "Ã" in byte-level BPE): the
+    # answer ends in U+FFFD, which streaming holds back while more bytes could complete it
+    tokens = [*text.encode("hi"), text.tokenizer.token_to_id("Ã")]
+
+    def canned(*_a, **_kw):
+        yield from tokens
+
+    session.generate = canned
+    printed = "".join(session.ask("Say hi.", max_new_tokens=len(tokens)))
+    assert printed == session.messages[-1]["content"] == "hi\ufffd"

@@ -22,3 +22,44 @@ def test_too_few_tokens_is_an_error(tmp_path, tiny_bundle):
     short.write_text("only a few words here")
     with pytest.raises(EdgeKVError, match="asks for more"):
         read_tokens(session, short, 1000)
+
+
+@pytest.mark.parametrize("content, pattern", [
+    ("Café crème, naïve façade. ".encode("latin-1"), "is not UTF-8 text (byte 0xe9 at offset 3)"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "is not UTF-8 text (byte 0x89 at offset 0)"),
+    ("plain words".encode("utf-16"), "is not UTF-8 text (byte 0xff at offset 0)"),
+    (b"\x00" * 64, "holds NUL bytes: a binary file"),
+], ids=["latin-1", "png", "utf-16", "nul"])
+def test_a_file_that_is_not_utf8_text_is_refused_by_name(tmp_path, content, pattern):
+    from edgekv.tools.ppl import read_text
+
+    path = tmp_path / "input"
+    path.write_bytes(content)
+    with pytest.raises(EdgeKVError, match=pattern.replace("(", r"\(").replace(")", r"\)")):
+        read_text(path)
+
+
+def test_a_directory_is_not_called_missing(tmp_path):
+    from edgekv.tools.ppl import read_text
+
+    with pytest.raises(EdgeKVError, match="is a directory; --text takes a text file"):
+        read_text(tmp_path)
+
+
+def test_utf8_text_in_any_script_and_line_ending_is_read_as_is(tmp_path):
+    from edgekv.tools.ppl import read_text
+
+    text = "\ufeff日本語 😀 مرحبا שלום\r\nline two\r\n"
+    path = tmp_path / "t.txt"
+    path.write_bytes(text.encode("utf-8"))
+    assert read_text(path) == text  # the BOM stays, as the --hf baseline reads it
+
+
+def test_windows_of_one_token_are_labelled_by_the_token_they_score(tiny_bundle):
+    from edgekv.tools.ppl import report, streaming_ppl
+
+    session = Session.open(Bundle.open(tiny_bundle("llama")), backend="ort")
+    result = streaming_ppl(session, read_tokens(session, TEXT_FILE, 3), window=1,
+                           progress=False)
+    rows = [line.split()[0] for line in report(result).splitlines()[2:4]]
+    assert rows == ["1-2", "2-3"]  # token 0 is never scored: no window [0, 1)
