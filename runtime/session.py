@@ -18,7 +18,7 @@ from edgekv.runtime import key_rotation, mrope
 from edgekv.runtime.backends import Backend, make_backend
 from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.cache import TEXT, KVCache
-from edgekv.runtime.errors import BudgetError, BundleError
+from edgekv.runtime.errors import BudgetError, BundleError, SettingError
 from edgekv.runtime.kv_codec import KVCodec
 from edgekv.runtime.policies import Policy, make_policy
 from edgekv.runtime.policies.base import Chunk
@@ -68,6 +68,8 @@ class Session:
         say: Callable[[str], None] | None = None,
     ) -> Session:
         m = bundle.manifest
+        if threads < 0:
+            raise SettingError(f"--threads must be 0 (all cores) or more, not {threads}")
         policy = make_policy(policy) if isinstance(policy, str) else policy
         budget = m.budget if budget is None else budget
         if budget > m.budget:

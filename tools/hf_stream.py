@@ -15,7 +15,7 @@ import time
 import numpy as np
 import psutil
 
-from edgekv.tools.ppl import log_probs_of, window_ppl
+from edgekv.tools.ppl import log_probs_of, read_text, window_ppl
 
 
 def full_cache_nll(model, ids: np.ndarray, chunk: int, window: int) -> tuple[np.ndarray, dict]:
@@ -57,7 +57,7 @@ def main() -> None:
     from edgekv.export.loading import load, resolve
 
     model, tokenizer = load(resolve(args.model))
-    text = open(args.text, encoding="utf-8", errors="replace").read()
+    text = read_text(args.text)  # the same bytes edgekv scored, refused the same way
     ids = np.asarray(tokenizer(text, add_special_tokens=False).input_ids[: args.tokens])
     start = time.perf_counter()
     nll, rss_at = full_cache_nll(model, ids, args.chunk, args.window)

@@ -7,6 +7,7 @@ first is scored exactly once, whatever the chunk size.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from edgekv.runtime.session import Session
 from edgekv.tools import phases
 from edgekv.tools.progress import Progress
 
+DROPPED_WARNING = 0.9  # warn when the tokens decode to less of the text than this
 TOKEN_MARGIN = 64  # tokens beyond n encoded, so a word cut at the prefix's end is not scored
 
 
@@ -103,7 +105,18 @@ def text_tokens(session: Session, text: str, n: int, name: str | Path = "the tex
         size *= 2
     if len(ids) < n:
         raise EdgeKVError(f"{name} has {len(ids)} tokens; --tokens {n} asks for more")
+    _warn_if_dropped(text[:size], session.bundle.text.decode(ids), name)
     return np.asarray(ids[:n], dtype=np.int64)
+
+
+def _warn_if_dropped(text: str, decoded: str, name: str | Path) -> None:
+    """A tokenizer without byte fallback silently drops what its vocabulary lacks (another
+    script, emoji): the perplexity would then be of what is left, so say how much that is."""
+    had, kept = (len("".join(t.split())) for t in (text, decoded))
+    if kept < DROPPED_WARNING * had:
+        warnings.warn(f"the tokenizer kept {kept} of the {had} characters of {name} it read (no "
+                      "byte fallback drops what its vocabulary lacks): the perplexity covers only "
+                      "what it kept", stacklevel=2)
 
 
 def read_tokens(session: Session, path: str | Path, n: int) -> np.ndarray:

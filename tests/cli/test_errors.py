@@ -132,11 +132,12 @@ def test_usage_errors_come_from_argparse(argv):
     (["eval", "quality", "--text", "{text}", "--tokens", "200", "--budgets", "32",
       "--policies", "window", "--full-bundle", "{bundle}"],
      "--full-bundle has a budget of 96, too small to keep every one of the first 200 tokens"),
+    (["run", "--prompt", "hi", "--threads", "-1"], "--threads must be 0 (all cores) or more"),
 ], ids=["temperature", "nan", "top-p", "tokens", "window", "hf", "hf-tokens", "budgets",
         "memory-log", "synthetic-seed", "image-with-source", "empty-prompt", "blank-prompt",
         "max-new-tokens", "text-directory", "quality-tokens", "quality-full-tokens",
         "quality-no-budgets", "quality-no-policies", "quality-budget-above",
-        "quality-budget-too-small", "quality-full-bundle-too-small"])
+        "quality-budget-too-small", "quality-full-bundle-too-small", "threads"])
 def test_settings_out_of_range_are_one_line(capsys, tiny_bundle, tmp_path, extra, pattern):
     from helpers import TEXT_FILE
 

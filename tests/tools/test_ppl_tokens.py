@@ -1,5 +1,7 @@
 """`read_tokens` encodes a prefix of the text, and gets the same ids as encoding all of it."""
 
+import warnings
+
 import pytest
 
 from edgekv.runtime.bundle import Bundle
@@ -63,3 +65,27 @@ def test_windows_of_one_token_are_labelled_by_the_token_they_score(tiny_bundle):
                            progress=False)
     rows = [line.split()[0] for line in report(result).splitlines()[2:4]]
     assert rows == ["1-2", "2-3"]  # token 0 is never scored: no window [0, 1)
+
+
+class _AsciiOnly:
+    """A tokenizer without byte fallback: one id per ASCII character, the rest dropped."""
+
+    def encode(self, text):
+        return [ord(c) for c in text if ord(c) < 128]
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+
+def test_a_tokenizer_that_drops_most_of_the_text_is_warned_about():
+    from types import SimpleNamespace
+
+    from edgekv.tools.ppl import text_tokens
+
+    session = SimpleNamespace(bundle=SimpleNamespace(text=_AsciiOnly()))
+    with pytest.warns(UserWarning, match=r"kept 5 of the 23 characters of cjk\.txt"):
+        ids = text_tokens(session, "日本語の文章, 日本語の文章, 日本語の文章, a b", 8, "cjk.txt")
+    assert len(ids) == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # text it keeps whole: no warning
+        text_tokens(session, "plain ascii text, kept whole", 8, "ascii.txt")

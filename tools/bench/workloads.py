@@ -55,6 +55,7 @@ def cut_ids(all_ids: list[int], w: Workloads) -> TokenIds:
 
 def text_ids(bundle_dir: str | Path, text: str | Path = DEFAULT_TEXT) -> list[int]:
     from edgekv.runtime.bundle import Bundle
+    from edgekv.tools.ppl import read_text
 
     codec = Bundle.open(bundle_dir, verify=False).text
-    return list(codec.encode(Path(text).read_text(encoding="utf-8", errors="replace")))
+    return list(codec.encode(read_text(text)))
