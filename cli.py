@@ -254,7 +254,7 @@ def _chat(args: argparse.Namespace) -> int:
         for question in questions:
             phases.mark("prefill")
             try:
-                pieces = session.ask(question, args.max_new_tokens, sampler)
+                pieces = session.ask(question, args.max_new_tokens, sampler, tuple(args.stop))
             except BudgetError as exc:
                 if args.prompt is not None:
                     raise
@@ -625,6 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", action="append", default=[], metavar="FILE",
                    help="picture(s) for the first question (multimodal bundles)")
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end an answer where TEXT appears (not shown; repeat for several)")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=_seed, default=0)

@@ -228,7 +228,8 @@ class Session:
         self._fed_text = rendered
 
     def ask(
-        self, question: str, max_new_tokens: int = 256, sampler: Sampler | None = None
+        self, question: str, max_new_tokens: int = 256, sampler: Sampler | None = None,
+        stop: tuple[str, ...] = (),
     ) -> Iterator[str]:
         """Add a user turn, stream the answer as text pieces, and keep it in the conversation.
 
@@ -236,6 +237,7 @@ class Session:
         them to find what is new, and the cache (under the policy) is the conversation's
         memory. So hundreds of turns cost no more host memory than one. A turn longer than
         the cache's room raises BudgetError here, at the call, before anything is fed.
+        The answer ends at the first of the `stop` strings, which is not part of it.
         """
         text = self.bundle.text
         system = [m for m in self.messages[:1] if m["role"] == "system"]
@@ -251,22 +253,23 @@ class Session:
                 "without seeing its beginning. Ask a shorter question, stream long text in "
                 "first (Session.feed; `edgekv eval ppl` for a file) and ask about it, or export "
                 "with a larger --budget")
-        return self._reply(ids, system, user, max_new_tokens, sampler)
+        return self._reply(ids, system, user, max_new_tokens, sampler, stop)
 
     def _reply(self, ids: list[int], system: list[dict[str, Any]], user: dict[str, Any],
-               max_new_tokens: int, sampler: Sampler | None) -> Iterator[str]:
+               max_new_tokens: int, sampler: Sampler | None,
+               stop: tuple[str, ...]) -> Iterator[str]:
         """Feed the turn's `ids`, stream the answer, then keep the exchange (`ask`)."""
         text = self.bundle.text
         last = self.feed(ids)
         produced: list[int] = []
         shown = ""
-        for token in self.generate(last, max_new_tokens, sampler):
+        for token in self.generate(last, max_new_tokens, sampler, stop):
             produced.append(token)
-            now = text.decode(produced)
+            now = _until_stop(text.decode(produced), stop, hold=True)
             if now.startswith(shown) and not now.endswith("\ufffd"):
                 yield now[len(shown) :]
                 shown = now
-        whole = text.decode(produced)
+        whole = _until_stop(text.decode(produced), stop)
         if whole.startswith(shown) and whole != shown:  # a last piece held back as unfinished
             yield whole[len(shown) :]
         answer = {"role": "assistant", "content": self.message_content(whole)}
@@ -381,6 +384,16 @@ class Session:
         if cut < 0:
             raise BundleError("the chat template drops text items; cannot place images")
         return rendered[:cut]
+
+
+def _until_stop(text: str, stop: tuple[str, ...], hold: bool = False) -> str:
+    """`text` up to the first stop string; with `hold`, while none has appeared, less any tail
+    that may be the beginning of one (so a stop string is never shown in part)."""
+    cuts = [text.find(s) for s in stop if s and s in text]
+    if cuts:
+        return text[: min(cuts)]
+    tail = max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+    return text[: len(text) - tail] if hold else text
 
 
 def _common_prefix(a: str, b: str) -> int:

@@ -44,6 +44,16 @@ def test_run_answers_a_prompt(capsys, tiny_bundle):
     assert ", 5 out," in err  # a random tiny model may say nothing printable; it said 5 tokens
 
 
+def test_run_stops_an_answer_at_a_stop_string(capsys, tiny_bundle):
+    argv = ["run", str(tiny_bundle()), "--prompt", "hello there", "--max-new-tokens", "24",
+            "--temperature", "1", "--seed", "0"]
+    assert main(argv) == 0
+    free = capsys.readouterr().out.rstrip("\n")
+    assert len(free) > 20, free
+    assert main([*argv, "--stop", free[10:14]]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == free[: free.find(free[10:14])]
+
+
 def test_chat_on_stdin_runs_many_turns_in_fixed_memory(capsys, tiny_bundle, monkeypatch):
     import io
 

@@ -118,3 +118,22 @@ def test_the_printed_answer_is_the_kept_answer_to_its_last_byte(tiny_bundle):
     session.generate = canned
     printed = "".join(session.ask("Say hi.", max_new_tokens=len(tokens)))
     assert printed == session.messages[-1]["content"] == "hi\ufffd"
+
+
+def test_an_answer_ends_before_its_first_stop_string_which_is_never_shown(tiny_bundle):
+    from edgekv.runtime.sampler import Sampler
+
+    bundle = Bundle.open(tiny_bundle())
+
+    def answer(**stop):  # the random tiny model says something varied when sampled
+        session = Session.open(bundle, policy="streaming")
+        pieces = list(session.ask("hello there", 24, Sampler(temperature=1.0, seed=0), **stop))
+        return session, pieces
+
+    free = "".join(answer()[1])
+    stop = free[10:14]
+    assert len(free) > 20 and stop.isprintable() and free.find(stop) == 10, free
+    session, pieces = answer(stop=("never appears", stop))
+    assert "".join(pieces) == free[:10]
+    assert session.messages[-1]["content"] == free[:10]  # the kept answer is the one shown
+    assert not any(stop[0] in piece for piece in pieces)  # its start was held, not shown
