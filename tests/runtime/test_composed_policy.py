@@ -4,35 +4,24 @@ import numpy as np
 import pytest
 
 from edgekv.runtime.bundle import Bundle
-from edgekv.runtime.cache import KVCache
 from edgekv.runtime.errors import BudgetError, PolicyError
 from edgekv.runtime.policies import make_policy
 from edgekv.runtime.session import Session
-
-
-def _filled(budget, n):
-    cache = KVCache.allocate(2, 2, budget, 4)
-    kv = np.zeros((2, 2, n, 4), np.float32)
-    cache.write(cache.free_slots(n), kv, kv, np.arange(n))
-    return cache
-
-
-def _kept(cache):
-    return sorted(cache.orig_pos[0, 0][cache.valid[0, 0]].tolist())
+from helpers import filled_cache, kept_positions
 
 
 def test_a_chunk_goes_to_the_first_policy_a_single_token_to_the_second():
-    cache = _filled(8, 8)
+    cache = filled_cache(8, 8)
     policy = make_policy("full+window")
     with pytest.raises(BudgetError, match="full"):  # a 3-token chunk: full refuses to evict
         policy.make_room(cache, 3)
     policy.make_room(cache, 1)  # a generated token: window drops the oldest
-    assert _kept(cache) == list(range(1, 8))
+    assert kept_positions(cache) == list(range(1, 8))
 
 
 def test_the_attention_weights_and_scores_follow_the_same_call():
     policy = make_policy("snapkv:window=2+h2o")
-    cache = _filled(8, 4)
+    cache = filled_cache(8, 4)
     mass = np.full(cache.orig_pos.shape, 2.0, np.float32)
     policy.make_room(cache, 4)
     assert policy.mass_weight(4).tolist() == [0, 0, 1, 1]  # snapkv's observation window
@@ -75,7 +64,8 @@ def test_a_session_compresses_the_prompt_like_the_first_and_evicts_like_the_seco
         token = int(np.argmax(composed.step(bundle.embed(np.array([token])))[-1]))
     # answers went through streaming: each step evicted the oldest token after the 4 sinks
     kept_before = sorted(before[0][0, 0][before[1][0, 0]].tolist())
-    assert _kept(composed.cache) == kept_before[:4] + kept_before[10:] + list(range(160, 166))
+    generated = list(range(160, 166))
+    assert kept_positions(composed.cache) == kept_before[:4] + kept_before[10:] + generated
     assert composed.cache.valid.sum(-1).max() <= composed.cache.budget
 
 

@@ -6,37 +6,27 @@ import pytest
 from edgekv.runtime.cache import KVCache
 from edgekv.runtime.errors import BudgetError, PolicyError
 from edgekv.runtime.policies import POLICIES, make_policy
-
-
-def _filled(budget, n, capacity=None):
-    cache = KVCache.allocate(2, 2, capacity or budget, 4, budget=budget)
-    kv = np.zeros((2, 2, n, 4), np.float32)
-    cache.write(cache.free_slots(n), kv, kv, np.arange(n))
-    return cache
-
-
-def _kept(cache):
-    return sorted(cache.orig_pos[0, 0][cache.valid[0, 0]].tolist())
+from helpers import filled_cache, kept_positions
 
 
 def test_full_refuses_to_overflow_and_explains_the_fix():
-    cache = _filled(8, 6)
+    cache = filled_cache(8, 6)
     make_policy("full").make_room(cache, 2)  # fits exactly
     with pytest.raises(BudgetError, match="--policy streaming.*larger --budget"):
         make_policy("full").make_room(cache, 3)
 
 
 def test_window_keeps_most_recent():
-    cache = _filled(8, 8)
+    cache = filled_cache(8, 8)
     make_policy("window").make_room(cache, 3)
-    assert _kept(cache) == [3, 4, 5, 6, 7]
+    assert kept_positions(cache) == [3, 4, 5, 6, 7]
 
 
 @pytest.mark.parametrize("c", [1, 3, 6])
 def test_streaming_keeps_sinks_and_recent_until_chunk_fits(c):
-    cache = _filled(10, 10)
+    cache = filled_cache(10, 10)
     make_policy("streaming").make_room(cache, c)
-    assert _kept(cache) == [0, 1, 2, 3] + list(range(4 + c, 10))
+    assert kept_positions(cache) == [0, 1, 2, 3] + list(range(4 + c, 10))
     assert cache.occupied() + c <= cache.budget
     assert (cache.valid[0] == cache.valid[1]).all()  # same tokens in every layer and head
 
@@ -49,8 +39,8 @@ def test_streaming_repeated_steps_keep_the_same_sinks():
         kv = np.zeros((1, 1, 3, 2), np.float32)
         cache.write(cache.free_slots(3), kv, kv, np.arange(pos, pos + 3))
         assert cache.occupied() <= 8
-    assert _kept(cache)[:2] == [0, 1]
-    assert _kept(cache)[2:] == list(range(24, 30))
+    assert kept_positions(cache)[:2] == [0, 1]
+    assert kept_positions(cache)[2:] == list(range(24, 30))
 
 
 def test_streaming_budget_must_hold_sinks_and_a_chunk():
