@@ -42,9 +42,12 @@ def read_rgb(file: Any) -> Any:
     turn, transparency onto white; Pillow's own errors (DECODE_ERRORS) pass through."""
     from PIL import Image
 
-    with Image.open(file) as img:
-        img.load()
-        return to_rgb(img)
+    try:
+        with Image.open(file) as img:
+            img.load()
+            return to_rgb(img)
+    except Image.DecompressionBombError as exc:  # not an OSError: it would end a stream
+        raise ValueError(str(exc)) from exc
 
 
 def load_image(source: Any) -> Any:

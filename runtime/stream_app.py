@@ -43,6 +43,15 @@ def stream_session(session: Any) -> FrameSession:
     return StreamingFeeder(session)
 
 
+def _lenient(stdin: TextIO) -> TextIO:
+    """stdin that reads a bad byte as U+FFFD. Strict decoding (a UTF-8 locale) raises on it,
+    which ends the reader thread: every later question would be lost without a word."""
+    reconfigure = getattr(stdin, "reconfigure", None)
+    if callable(reconfigure) and getattr(stdin, "errors", None) == "strict":
+        reconfigure(errors="replace")
+    return stdin
+
+
 def run_stream(
     session: FrameSession,
     source: Source,
@@ -63,7 +72,7 @@ def run_stream(
         err.flush()
 
     frames = FrameStream(source, config.limits, say, stop, config.backoff)
-    questions = StdinQuestions(stdin).start() if stdin is not None else None
+    questions = StdinQuestions(_lenient(stdin)).start() if stdin is not None else None
     transcript = Transcript(config.transcript) if config.transcript else None
     say(f"streaming from {frames.name}")
     try:

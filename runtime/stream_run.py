@@ -25,7 +25,7 @@ from edgekv.runtime.schedule import AskSchedule
 from edgekv.runtime.sources.frames import FrameStream
 from edgekv.runtime.sources.redact import redact
 from edgekv.runtime.status import StatusLine, StatusSnapshot
-from edgekv.runtime.transcript import AnswerRecord, Transcript
+from edgekv.runtime.transcript import AnswerRecord, Transcript, valid_utf8
 
 Say = Callable[[str], None]
 MiB = 2**20
@@ -137,6 +137,9 @@ class StreamRun:
             self._answer(question, origin)
 
     def _answer(self, question: str, origin: str) -> None:
+        # Undecodable argv/stdin bytes arrive as lone surrogates, which a strict UTF-8 stdout
+        # (and the transcript) refuse: as U+FFFD the question is still asked and recorded.
+        question = valid_utf8(question)
         self.status.clear()
         self.out.write(f"[frame {self.fed}, {self.last_t:.1f} s] {redact(question)}\n")
         self.out.flush()

@@ -4,14 +4,18 @@ Every text in a record is redacted (no RTSP credentials, whatever the question q
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from edgekv.runtime.sources.redact import redact
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -33,8 +37,15 @@ class AnswerRecord:
         record["time"] = self.time or datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         for key, value in record.items():
             if isinstance(value, str):
-                record[key] = redact(value)
+                record[key] = redact(valid_utf8(value))
         return json.dumps(record, ensure_ascii=False)
+
+
+def valid_utf8(text: str) -> str:
+    """`text` with each lone surrogate as U+FFFD. Python hands undecodable argv and stdin
+    bytes over as surrogates ('\\udcff', one per bad byte), which a UTF-8 file refuses: one
+    such question would end the run."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 class Transcript:
@@ -43,12 +54,18 @@ class Transcript:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
         self.records = 0
+        if not _ends_a_line(self.path):  # a file cut mid-line (killed elsewhere, disk full):
+            self._file.write("\n")  # our first record must not be glued onto it
 
     def write(self, record: AnswerRecord) -> None:
         # One write of one whole line, then flush and fsync: a kill leaves whole lines only.
         self._file.write(record.to_json() + "\n")
         self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            os.fsync(self._file.fileno())
+        except OSError as exc:  # a pipe or terminal (--transcript /dev/stdout): nothing to sync
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
         self.records += 1
 
     def close(self) -> None:
@@ -60,3 +77,18 @@ class Transcript:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ends_a_line(path: Path) -> bool:
+    """Whether appending to `path` starts a new line (an empty file, a pipe or a device
+    does)."""
+    if not path.is_file():
+        return True
+    try:
+        with path.open("rb") as f:
+            if f.seek(0, os.SEEK_END) == 0:
+                return True
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+    except OSError:  # not readable (write-only): nothing to check, so append as it is
+        return True

@@ -4,7 +4,8 @@ three kinds of failure the loop treats differently.
 - `SourceError`: the source cannot be opened or used at all (bad spec, missing file): stop.
 - `SourceDropped`: a live source (camera, RTSP) lost its stream: reopen it with backoff.
 - `FrameError`: one frame is unreadable (a corrupt image): skip it with a warning.
-A source that simply ends (a file) returns None from `read`.
+A source that simply ends (a file) returns None from `read`. A live source's None is a drop
+(it is reopened), unless the source has `ends = True`: its end is real (synthetic `frames=N`).
 """
 
 from __future__ import annotations

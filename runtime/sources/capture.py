@@ -10,14 +10,30 @@ from typing import Any
 from edgekv.runtime.sources.base import Frame, FrameError, SourceDropped, SourceError, check_frame
 
 
-def import_cv2() -> Any:
-    # OpenCV's own warnings (which backend it tried) only repeat what our errors say.
+def quiet_native_logs() -> None:
+    """OpenCV's warnings (which backend it tried) and FFmpeg's lines ("moov atom not found",
+    "Connection to tcp://... failed") only repeat what our one error line says, and FFmpeg's
+    bypass `redact`. FFmpeg reads its level once, at its first use in the process, so this
+    runs when this module is imported. Set either variable to see them again."""
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
+_USER_LOG_LEVEL = "OPENCV_LOG_LEVEL" in os.environ
+quiet_native_logs()
+
+
+def import_cv2() -> Any:
+    quiet_native_logs()
     try:
         import cv2
     except ImportError as exc:
         raise SourceError("video sources need OpenCV: pip install 'edgekv[video]' "
                           "(on a Jetson, JetPack's python3-opencv, which has GStreamer)") from exc
+    if not _USER_LOG_LEVEL:  # the variable is read at import: cv2 may have come in before us
+        logging = getattr(getattr(cv2, "utils", None), "logging", None)
+        if logging is not None:
+            logging.setLogLevel(logging.LOG_LEVEL_ERROR)
     return cv2
 
 

@@ -4,11 +4,12 @@ stop at --max-frames / --duration or when the run is stopped."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from edgekv.runtime.sources.base import Frame, FrameError, Source
+from edgekv.runtime.sources.base import Frame, FrameError, Source, SourceError
 from edgekv.runtime.sources.latest import LatestFrame
 from edgekv.runtime.sources.rate import RateSampler
 from edgekv.runtime.sources.reconnect import Backoff, Reconnecting
@@ -24,6 +25,15 @@ class StreamLimits:
     fps: float | None = None  # keep this many frames per second of stream time
     max_frames: int | None = None  # frames handed to the run
     duration_s: float | None = None  # seconds of stream time (wall time for live sources)
+
+    def __post_init__(self) -> None:
+        # nan passes a `<= 0` check and then compares False with every time: --fps nan kept
+        # every frame and --duration nan never ended the run, without a word.
+        for flag, value in (("--fps", self.fps), ("--duration", self.duration_s)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise SourceError(f"{flag} must be a positive number, not {value}")
+        if self.max_frames is not None and self.max_frames <= 0:
+            raise SourceError(f"--max-frames must be positive, not {self.max_frames}")
 
 
 @dataclass
@@ -82,6 +92,11 @@ class FrameStream:
                 self._sync_counters()
                 if frame is None:
                     self.end_reason = "stopped" if self.stop.is_set() else "source ended"
+                    if first_t is None and self.counters.skipped and not self.stop.is_set():
+                        # Every frame was corrupt: answering questions about nothing would
+                        # look like a run that worked.
+                        raise SourceError(f"no frame of {self.name} could be decoded "
+                                          f"({self.counters.skipped} skipped)")
                     return
                 first_t = frame.t if first_t is None else first_t
                 if limits.duration_s is not None and frame.t - first_t >= limits.duration_s:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,10 @@ SECONDS_PER_IMAGE = 1.0
 
 
 def natural_key(path: Path) -> list[object]:
-    """'img10.png' -> ['img', 10, '.png'], so numbers sort as numbers."""
-    return [int(part) if part.isdigit() else part.lower()
-            for part in re.split(r"(\d+)", path.name)]
+    """'img10.png' -> ['img', 10, '.png'], so numbers sort as numbers. The split puts the
+    numbers at odd places; `str.isdigit` would also take '²' (which int() refuses)."""
+    return [int(part) if i % 2 else part.lower()
+            for i, part in enumerate(re.split(r"(\d+)", path.name))]
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -30,8 +32,18 @@ def decode_image(data: bytes) -> np.ndarray:
     try:
         rgb = read_rgb(io.BytesIO(data))
     except DECODE_ERRORS as exc:
-        raise FrameError(f"not a decodable image ({exc})") from exc
+        # Pillow quotes the file object it was given ("<_io.BytesIO object at 0x...>"): noise
+        # in a warning that names the file already.
+        reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)).strip()
+        raise FrameError(f"not a decodable image ({reason or type(exc).__name__})") from exc
     return check_frame(np.asarray(rgb))
+
+
+def image_files(folder: Path) -> Iterator[Path]:
+    """The pictures of `folder` by name, unsorted. Hidden files are not frames: macOS leaves a
+    `._name.jpg` (AppleDouble metadata, not a picture) beside each file on a shared drive."""
+    return (p for p in folder.iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
 
 
 class ImageFolderSource:
@@ -45,9 +57,7 @@ class ImageFolderSource:
 
     def open(self) -> None:
         # Only names are listed up front (a few bytes each); images are read one at a time.
-        self.files = sorted((p for p in self.folder.iterdir()
-                             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                            key=natural_key)
+        self.files = sorted(image_files(self.folder), key=natural_key)
         if not self.files:
             raise SourceError(f"no images in {self.folder} "
                               f"({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -72,4 +82,6 @@ def open_image_folder(arg: str) -> ImageFolderSource:
     folder = Path(arg)
     if not folder.is_dir():
         raise SourceError(f"no such folder: {arg}")
+    if next(image_files(folder), None) is None:  # before the model loads, not after
+        raise SourceError(f"no images in {folder} ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return ImageFolderSource(folder)

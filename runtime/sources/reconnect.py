@@ -47,6 +47,11 @@ class Reconnecting:
         self.t0 = 0.0
         self.base_index = 0  # frames produced before the current open
         self.next_index = 0
+        # The backoff of the current outage, (attempt, delay) pairs. It lasts until a frame
+        # arrives: a device that opens but gives nothing (held by another process) has not
+        # come back, and restarting at 0.5 s would reopen it twice a second for hours.
+        self._delays: Iterator[tuple[int, float]] | None = None
+        self._attempts = 0  # reopen attempts in the current outage
 
     def open(self) -> None:
         try:
@@ -70,10 +75,13 @@ class Reconnecting:
                 if not self._reopen(exc):
                     return None
                 continue
-            if frame is None:  # a live stream that "ends" has dropped
+            if frame is None:  # a live stream that "ends" has dropped...
+                if getattr(self.source, "ends", False):  # ...unless its end is real
+                    return None
                 if not self._reopen(None):
                     return None
                 continue
+            self._delays = None  # it is back: the next outage starts the backoff afresh
             frame.index = self.base_index + frame.index
             frame.t = time.monotonic() - self.t0  # one clock across reopens
             self.next_index = frame.index + 1
@@ -85,8 +93,10 @@ class Reconnecting:
         reason = redact(f"{type(cause).__name__}: {cause}") if cause else "end of stream"
         self.source.close()
         self.base_index = self.next_index
-        attempt = 0
-        for attempt, delay in enumerate(self.backoff.delays(), start=1):
+        if self._delays is None:
+            self._delays, self._attempts = enumerate(self.backoff.delays(), start=1), 0
+        for attempt, delay in self._delays:
+            self._attempts = attempt
             self.say(f"{self.name} dropped ({reason}); reopening in {delay:.1f} s "
                      f"(attempt {attempt})")
             if self.stop.wait(delay):
@@ -99,7 +109,8 @@ class Reconnecting:
             self.reconnects += 1
             self.say(f"{self.name} reopened after {attempt} attempt(s)")
             return True
-        raise SourceError(f"{self.name} did not come back after {attempt} attempts ({reason})")
+        raise SourceError(f"{self.name} did not come back after {self._attempts} attempts "
+                          f"({reason})")
 
     def close(self) -> None:
         self.source.close()

@@ -12,6 +12,7 @@ camera does).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ class SyntheticSource:
         self.options = options
         self.name = "synthetic"
         self.live = options.live
+        self.ends = options.frames is not None  # live too: `frames=N` is an end, not a drop
         self.index = 0
         self.t0 = 0.0
         rng = np.random.default_rng(options.seed)
@@ -107,6 +109,12 @@ def draw_counter(image: np.ndarray, value: int, scale: int | None = None) -> Non
             image[y0 + y : y0 + y + sh, x0 + x : x0 + x + sw] = 255
 
 
+# A 4K camera's frame fits (3840x2160); a typo (size=100000x100000: 30 GB a frame, more for
+# the gradient drawn in float64) is refused instead of exhausting memory.
+_MAX_SIDE = 4096
+_BOOLS = {"0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
+
+
 def parse_options(arg: str) -> SyntheticOptions:
     """'seed=3,size=64x48,frames=100' -> SyntheticOptions."""
     options = SyntheticOptions()
@@ -125,14 +133,19 @@ def parse_options(arg: str) -> SyntheticOptions:
             elif key == "fps":
                 options.fps = float(value)
             elif key == "live":
-                options.live = value not in ("0", "false", "no")
+                if value.lower() not in _BOOLS:
+                    raise SourceError(f"synthetic: live is 0 or 1, not {value!r}")
+                options.live = _BOOLS[value.lower()]
             else:
                 raise SourceError(f"synthetic: unknown key {key!r} "
                                   "(seed, size, fps, shapes, kinds, frames, live)")
         except ValueError:
             raise SourceError(f"synthetic: bad value in {item!r}") from None
-    if options.width < 8 or options.height < 8 or options.fps <= 0:
-        raise SourceError("synthetic: size must be at least 8x8 and fps positive")
+    if not (8 <= options.width <= _MAX_SIDE and 8 <= options.height <= _MAX_SIDE):
+        raise SourceError(f"synthetic: size must be from 8x8 to {_MAX_SIDE}x{_MAX_SIDE}, not "
+                          f"{options.width}x{options.height}")
+    if not (math.isfinite(options.fps) and options.fps > 0):  # nan > 0 is False, as wanted
+        raise SourceError(f"synthetic: fps must be a positive number, not {options.fps}")
     if any(v is not None and v < 0 for v in (options.seed, options.shapes, options.frames)):
         raise SourceError("synthetic: seed, shapes and frames must be >= 0")
     return options

@@ -22,7 +22,20 @@ class VideoFileSource(CaptureSource):
 
 
 def open_video_file(arg: str) -> VideoFileSource:
+    """The file's source, tried once here, so a file that is not a video fails before the
+    model loads and says why, not after it as "cannot open"."""
     path = Path(arg)
     if not path.is_file():
         raise SourceError(f"no such video file: {arg}")
-    return VideoFileSource(path)
+    if path.stat().st_size == 0:
+        raise SourceError(f"{arg} is empty (0 bytes), not a video")
+    import_cv2()  # without OpenCV, that error (how to install it), not "not a video"
+    source = VideoFileSource(path)
+    try:
+        source.open()
+    except SourceError:
+        raise SourceError(f"{arg} is not a video OpenCV's FFmpeg can read (another kind of "
+                          "file, or cut short before its index)") from None
+    finally:
+        source.close()
+    return source

@@ -142,3 +142,25 @@ def test_signal_handlers_are_restored_after_the_run():
         time.sleep(0.01)
         assert stopper.stop.is_set() and stopper.signal_name == "SIGINT"
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize("content, message", [(b"", "is empty (0 bytes), not a video"),
+                                              (b"plain text\n", "is not a video")])
+def test_a_file_that_is_not_a_video_fails_before_the_model_loads(capfd, tmp_path, content,
+                                                                  message):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(content)
+    assert main(["run", "/no/such/bundle", "--source", str(video)]) == 2  # no bundle opened
+    out, err = capfd.readouterr()
+    assert err.count("\n") == 1 and message in err and out == ""  # no FFmpeg lines either
+
+
+def test_a_folder_where_no_image_decodes_is_one_error(capsys, tmp_path, vlm_bundle):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    argv = ["run", str(vlm_bundle("llava-clip")), "--source", str(tmp_path), "--ask", "What?",
+            "--max-new-tokens", "2", "--no-status"]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "edgekv: error: no frame of" in err and "could be decoded (2 skipped)" in err
+    assert "What?" not in out  # not answered about nothing
