@@ -215,7 +215,8 @@ def _stream(args: argparse.Namespace) -> int:
             raise EdgeKVError(f"{flag} must be positive, not {value}")
     config = StreamConfig(StreamLimits(args.fps, args.max_frames, args.duration), args.ask,
                           parse_every(args.every) if args.every else None, args.transcript,
-                          status=not args.no_status, max_new_tokens=args.max_new_tokens)
+                          status=not args.no_status, max_new_tokens=args.max_new_tokens,
+                          stop_at=tuple(args.stop))
     source = open_source(args.source)  # a wrong spec fails before the model loads
     sampler = Sampler(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     session = _open_session(args)

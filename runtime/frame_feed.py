@@ -63,9 +63,9 @@ class StreamingFeeder:
 
         self.session.feed_prompt(self.gap, [load_image(frame)])
 
-    def ask(self, question: str, max_new_tokens: int = 128, sampler: Any = None
-            ) -> Iterator[str]:
-        return self.session.ask(question, max_new_tokens, sampler)
+    def ask(self, question: str, max_new_tokens: int = 128, sampler: Any = None,
+            stop: tuple[str, ...] = ()) -> Iterator[str]:
+        return self.session.ask(question, max_new_tokens, sampler, stop)
 
     def _turn_has_only_images(self) -> bool:
         messages = self.session.messages

@@ -29,6 +29,7 @@ class StreamConfig:
     transcript: str | None = None
     status: bool = True
     max_new_tokens: int = 128
+    stop_at: tuple[str, ...] = ()  # --stop: an answer ends before the first of these
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -79,7 +80,7 @@ def run_stream(
         return StreamRun(
             session, frames, AskSchedule(config.questions, config.every), questions, transcript,
             StatusLine(err, enabled=config.status), stop, out or sys.stdout,
-            config.max_new_tokens, sampler).run()
+            config.max_new_tokens, sampler, stop_at=config.stop_at).run()
     finally:
         if transcript is not None:
             transcript.close()

@@ -39,8 +39,8 @@ class FrameSession(Protocol):
 
     def append_image(self, frame: np.ndarray) -> None: ...
 
-    def ask(self, question: str, max_new_tokens: int = ..., sampler: Any = ...
-            ) -> Iterator[str]: ...
+    def ask(self, question: str, max_new_tokens: int = ..., sampler: Any = ...,
+            stop: tuple[str, ...] = ...) -> Iterator[str]: ...
 
 
 @dataclass
@@ -85,6 +85,7 @@ class StreamRun:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     max_new_tokens: int = 128
     sampler: Any = None
+    stop_at: tuple[str, ...] = ()  # stop strings of each answer (Session.ask's `stop`)
     on_frame: Callable[[int], None] | None = None  # after each frame fed (benchmarks sample RSS)
     on_answer: Callable[[AnswerRecord], None] | None = None  # after each answer is written
 
@@ -149,7 +150,7 @@ class StreamRun:
         parts: list[str] = []
         stopped = False
         try:
-            pieces = self.session.ask(question, self.max_new_tokens, self.sampler)
+            pieces = self.session.ask(question, self.max_new_tokens, self.sampler, self.stop_at)
         except BudgetError as exc:  # refused before it was fed: the stream goes on
             self.out.write(f"(not asked: {exc})\n")
             self.out.flush()

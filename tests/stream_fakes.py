@@ -78,6 +78,7 @@ class RecordingSession:
     frame_delay_s: float = 0.0
     max_question_chars: int | None = None  # a longer question is refused, as Session refuses
     # a turn longer than the budget
+    stops: list[tuple[str, ...]] = field(default_factory=list)  # each ask's stop strings
 
 
     def append_image(self, frame: np.ndarray) -> None:
@@ -89,10 +90,11 @@ class RecordingSession:
         if self.frame_delay_s:
             threading.Event().wait(self.frame_delay_s)
 
-    def ask(self, question: str, max_new_tokens: int = 128, sampler: object = None
-            ) -> Iterator[str]:
+    def ask(self, question: str, max_new_tokens: int = 128, sampler: object = None,
+            stop: tuple[str, ...] = ()) -> Iterator[str]:
         if self.max_question_chars is not None and len(question) > self.max_question_chars:
             raise BudgetError(f"this turn is {len(question)} tokens")  # at the call, as Session
+        self.stops.append(stop)
         return self._words(question, max_new_tokens)
 
     def _words(self, question: str, max_new_tokens: int) -> Iterator[str]:

@@ -71,6 +71,15 @@ def test_questions_every_s_seconds_of_stream_time():
     assert run.run().answers == 3
 
 
+def test_every_answer_of_a_stream_gets_the_stop_strings():
+    session = RecordingSession()
+    config = StreamConfig(StreamLimits(max_frames=4), ["What is it?"], None, None,
+                          status=False, stop_at=("\n", "Question:"))
+    run_stream(session, open_source(SCENE), config, stdin=io.StringIO("and now?\n"),
+               out=io.StringIO(), err=io.StringIO())
+    assert session.stops == [("\n", "Question:")] * 2
+
+
 def test_ask_without_every_is_asked_once_at_the_end_and_stdin_questions_too(tmp_path):
     session = RecordingSession()
     stdin = io.StringIO("first typed\n\nsecond typed\n")
