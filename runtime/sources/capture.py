@@ -20,6 +20,15 @@ def quiet_native_logs() -> None:
 
 
 _USER_LOG_LEVEL = "OPENCV_LOG_LEVEL" in os.environ
+_USER_FFMPEG_LEVEL = "OPENCV_FFMPEG_LOGLEVEL" in os.environ
+
+
+def _reason_hint() -> str:
+    """OpenCV says only that it failed; the reason (refused, 401, no such stream) is FFmpeg's,
+    which quiet_native_logs silenced unless the user set its level."""
+    if _USER_FFMPEG_LEVEL:
+        return ""
+    return " (OpenCV gives no reason; OPENCV_FFMPEG_LOGLEVEL=16 shows FFmpeg's)"
 quiet_native_logs()
 
 
@@ -77,7 +86,8 @@ class CaptureSource:
         cap = cv2.VideoCapture(target, api, params)
         if not cap.isOpened():
             cap.release()
-            raise (SourceDropped if self.live else SourceError)(f"cannot open {self.name}")
+            raise (SourceDropped if self.live else SourceError)(f"cannot open {self.name}"
+                                                                + _reason_hint())
         self.cap, self.t0 = cap, time.monotonic()
         self.frame_count = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
 

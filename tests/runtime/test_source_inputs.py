@@ -273,3 +273,13 @@ def test_a_transcript_into_a_pipe_is_written(tmp_path):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_stream_that_cannot_be_opened_says_how_to_see_ffmpegs_reason():
+    from edgekv.runtime.sources.base import SourceDropped
+    from edgekv.runtime.sources.rtsp import open_rtsp
+
+    source = open_rtsp("rtsp://user:secret@127.0.0.1:1/live")  # a closed port: refused at once
+    with pytest.raises(SourceDropped, match="OPENCV_FFMPEG_LOGLEVEL=16 shows FFmpeg's") as exc:
+        source.open()
+    assert "secret" not in str(exc.value)

@@ -134,8 +134,18 @@ def test_an_empty_folder_and_a_missing_path_are_errors(tmp_path):
         open_source("webcam-please")
 
 
+def test_a_camera_that_is_not_there_fails_when_opened_not_after_the_model_loads(tmp_path):
+    from edgekv.runtime.sources.camera import open_camera
+
+    (tmp_path / "video2").touch()
+    assert open_camera("2", dev=tmp_path).name == "camera:2"
+    with pytest.raises(SourceError, match=r"camera:7: there is no .*video7 \(cameras here: video2"):
+        open_camera("7", dev=tmp_path)
+
+
 def test_registry_dispatch_and_env_spec(monkeypatch):
-    assert open_source("camera:2").name == "camera:2"
+    with pytest.raises(SourceError, match="camera:99: there is no /dev/video99"):
+        open_source("camera:99")  # the camera source, which found no such device
     assert open_source("synthetic").name == "synthetic"
     monkeypatch.setenv("CAM_URL", "rtsp://admin:hunter2@10.0.0.5:554/live")
     source = open_source("env:CAM_URL")
