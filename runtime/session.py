@@ -55,6 +55,8 @@ class Session:
     mrope_next: int = 0  # M-RoPE bundles: absolute position of the next new segment
     images_seen: int = 0
     _vision: Any = field(default=None, repr=False)
+    # An answer generator is between its question and its end: nothing else may be fed then.
+    _answering: bool = field(default=False, repr=False)
 
     @classmethod
     def open(
@@ -68,10 +70,15 @@ class Session:
         say: Callable[[str], None] | None = None,
     ) -> Session:
         m = bundle.manifest
-        if threads < 0:
-            raise SettingError(f"--threads must be 0 (all cores) or more, not {threads}")
+        if not _is_int(threads) or threads < 0:
+            raise SettingError(f"--threads must be 0 (all cores) or more, not {threads!r}")
         policy = make_policy(policy) if isinstance(policy, str) else policy
+        if not isinstance(policy, Policy):
+            raise TypeError(f"policy must be a Policy or a spec string such as 'streaming', "
+                            f"not {type(policy).__name__}")
         budget = m.budget if budget is None else budget
+        if not _is_int(budget):
+            raise TypeError(f"budget must be a whole number of slots, not {budget!r}")
         if budget > m.budget:
             raise BudgetError(
                 f"--budget {budget} exceeds the bundle's budget {m.budget}; a bundle's budget "
@@ -129,6 +136,7 @@ class Session:
         then [1, V] or [c, V] (whatever the backend's graph can skip), its last row the one.
         """
         start = time.perf_counter()
+        embeds = self._checked_embeds(embeds)  # before make_room: a refused chunk evicts nothing
         c = embeds.shape[1]
         positions = np.arange(self.pos, self.pos + c, dtype=np.int64)
         self.policy.make_room(self.cache, c)
@@ -159,6 +167,22 @@ class Session:
         self.stats.step_s += time.perf_counter() - start
         return out.logits[0]
 
+    def _checked_embeds(self, embeds: Any) -> np.ndarray:
+        """`embeds` as the graph takes them ([1, c, H], 1 <= c <= chunk, the embedding table's
+        dtype), or a TypeError / ValueError naming what is wrong. Floats of another width are
+        converted; the graph would refuse them only after the policy had made room."""
+        table = self.bundle.embedding
+        if not isinstance(embeds, np.ndarray) or not np.issubdtype(embeds.dtype, np.floating):
+            what = embeds.dtype if isinstance(embeds, np.ndarray) else type(embeds).__name__
+            raise TypeError(f"embeddings must be a float numpy array (Bundle.embed), not {what}")
+        hidden = table.shape[1]
+        if embeds.ndim != 3 or embeds.shape[0] != 1 or embeds.shape[2] != hidden \
+                or not 1 <= embeds.shape[1] <= self.chunk:
+            raise ValueError(f"embeddings must be [1, c, {hidden}] with c from 1 to the bundle's "
+                             f"chunk {self.chunk} (Session.feed splits longer input), not "
+                             f"{list(embeds.shape)}")
+        return embeds.astype(table.dtype, copy=False)
+
     def _check_rope_table(self, chunk_pos: np.ndarray) -> None:
         table = self.bundle.manifest.rope_table
         if table and int(chunk_pos[-1]) >= table:
@@ -175,9 +199,8 @@ class Session:
 
         `on_chunk(offset, logits)` sees every chunk's logits [c, V] (for perplexity).
         """
-        ids = np.asarray(ids, dtype=np.int64)
-        if len(ids) == 0:
-            raise ValueError("nothing to feed")
+        self._refuse_while_answering()
+        ids = self._checked_ids(ids)  # all of them first: a bad id in chunk 3 feeds no chunk
         logits = None
         for offset in range(0, len(ids), self.chunk):
             part = ids[offset : offset + self.chunk]
@@ -185,6 +208,23 @@ class Session:
             if on_chunk is not None:
                 on_chunk(offset, logits)
         return logits[-1].copy()
+
+    def _checked_ids(self, ids: Any) -> np.ndarray:
+        """`ids` as int64 token ids [n], or a TypeError / ValueError: float ids would be cut
+        to integers and negative ones would index the table from its end, both silently."""
+        arr = np.asarray(ids)
+        if arr.size == 0:
+            raise ValueError("nothing to feed")
+        if arr.ndim != 1:
+            raise ValueError(f"token ids must be a 1-D sequence, not shape {list(arr.shape)}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"token ids must be integers, not {arr.dtype}")
+        vocab = len(self.bundle.embedding)
+        bad = (arr < 0) | (arr >= vocab)
+        if bad.any():
+            raise ValueError(f"token id {int(arr[bad][0])} is outside the vocabulary "
+                             f"(0 to {vocab - 1})")
+        return arr.astype(np.int64, copy=False)
 
     def generate(
         self,
@@ -214,6 +254,8 @@ class Session:
         """Open the conversation with a system message and feed it now. Protected (the
         default), its tokens are never evicted: a standing instruction ("tell me when a
         triangle appears") survives a stream of any length, at the cost of its slots."""
+        if not isinstance(text, str):
+            raise TypeError(f"the system message must be a str, not {type(text).__name__}")
         if self.messages or self.pos:
             raise ValueError("the system message must come before anything else is fed")
         system = {"role": "system", "content": self.message_content(text)}
@@ -238,7 +280,11 @@ class Session:
         memory. So hundreds of turns cost no more host memory than one. A turn longer than
         the cache's room raises BudgetError here, at the call, before anything is fed.
         The answer ends at the first of the `stop` strings, which is not part of it.
+        An answer closed early (the consumer stops reading: `close()`, an exception in its
+        loop, KeyboardInterrupt) is kept as far as it went, as the model said it.
         """
+        self._refuse_while_answering()
+        stop = _checked_answer_args(question, max_new_tokens, sampler, stop)
         text = self.bundle.text
         system = [m for m in self.messages[:1] if m["role"] == "system"]
         history, user = self._user_turn(question)
@@ -253,29 +299,55 @@ class Session:
                 "without seeing its beginning. Ask a shorter question, stream long text in "
                 "first (Session.feed; `edgekv eval ppl` for a file) and ask about it, or export "
                 "with a larger --budget")
-        return self._reply(ids, system, user, max_new_tokens, sampler, stop)
+        return self._reply(ids, system, user, max_new_tokens, sampler, stop, self.pos)
 
     def _reply(self, ids: list[int], system: list[dict[str, Any]], user: dict[str, Any],
                max_new_tokens: int, sampler: Sampler | None,
-               stop: tuple[str, ...]) -> Iterator[str]:
+               stop: tuple[str, ...], asked_at: int) -> Iterator[str]:
         """Feed the turn's `ids`, stream the answer, then keep the exchange (`ask`)."""
+        # `ids` are what was new at the call: fed after anything else, they would be wrong
+        if self.pos != asked_at:
+            raise SettingError("this answer was asked before the session moved on (another "
+                               "question or picture was fed since): ask again")
+        self._refuse_while_answering()
         text = self.bundle.text
+        # rendered now, not in `finally`: a generator left open ends at interpreter exit, when
+        # the template engine can no longer import what it compiles with
+        prefix = text.render([*system, user], add_generation_prompt=True)
         last = self.feed(ids)
-        produced: list[int] = []
-        shown = ""
-        for token in self.generate(last, max_new_tokens, sampler, stop):
-            produced.append(token)
-            now = _until_stop(text.decode(produced), stop, hold=True)
-            if now.startswith(shown) and not now.endswith("\ufffd"):
-                yield now[len(shown) :]
-                shown = now
+        self._answering = True
+        produced: list[int] = []  # every token here is in the cache (generate feeds, then yields)
+        try:
+            shown = ""
+            for token in self.generate(last, max_new_tokens, sampler, stop):
+                produced.append(token)
+                now = _until_stop(text.decode(produced), stop, hold=True)
+                if now.startswith(shown) and not now.endswith("\ufffd"):
+                    yield now[len(shown) :]
+                    shown = now
+            whole = _until_stop(text.decode(produced), stop)
+            if whole.startswith(shown) and whole != shown:  # a last piece held back as unfinished
+                yield whole[len(shown) :]
+        finally:
+            # Also when the consumer stopped reading: the cache holds the question and the
+            # tokens so far, so the conversation must too, or the next turn is rendered from
+            # an older text and fed after an assistant turn that never closed.
+            self._answering = False
+            self._keep_exchange([*system, user], prefix, produced, stop)
+
+    def _keep_exchange(self, asked: list[dict[str, Any]], prefix: str, produced: list[int],
+                       stop: tuple[str, ...]) -> None:
+        """The conversation after an answer of `produced` tokens to `asked` (system message
+        and user turn), whose template text up to the answer is `prefix`."""
+        text = self.bundle.text
         whole = _until_stop(text.decode(produced), stop)
-        if whole.startswith(shown) and whole != shown:  # a last piece held back as unfinished
-            yield whole[len(shown) :]
-        answer = {"role": "assistant", "content": self.message_content(whole)}
-        self.messages = [*system, user, answer]
-        self._fed_text = (text.render([*system, user], add_generation_prompt=True)
-                          + text.decode(produced, skip_special_tokens=False))
+        self.messages = [*asked, {"role": "assistant", "content": self.message_content(whole)}]
+        self._fed_text = prefix + text.decode(produced, skip_special_tokens=False)
+
+    def _refuse_while_answering(self) -> None:
+        if self._answering:
+            raise SettingError("an answer is still being streamed: read it to the end or close "
+                               "it (pieces.close()) before feeding or asking anything else")
 
     def room(self) -> int:
         """Slots one turn or picture can have: the budget less what the policy keeps apart
@@ -290,6 +362,7 @@ class Session:
         from edgekv.runtime.image_prompt import frames_per_image
         from edgekv.runtime.preprocess import load_image
 
+        self._refuse_while_answering()
         image = load_image(frame)  # a bad picture fails before the conversation changes
         self._vision_encoder()  # a text bundle fails here
         vision = self.bundle.manifest.vision
@@ -325,6 +398,7 @@ class Session:
         Chunks never mix a text run and an image, so a policy sees each image's tokens with one
         modality and group and their grid places (what `structured` compares frame to frame).
         """
+        self._refuse_while_answering()
         if len(prompt) == 0:
             raise ValueError("nothing to feed")
         logits = None
@@ -384,6 +458,30 @@ class Session:
         if cut < 0:
             raise BundleError("the chat template drops text items; cannot place images")
         return rendered[:cut]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _checked_answer_args(question: Any, max_new_tokens: Any, sampler: Any,
+                         stop: Any) -> tuple[str, ...]:
+    """Refuse `ask`'s bad arguments at the call: inside the answer generator they would fail
+    after the question was fed. Returns `stop` as a tuple (None: no stop string)."""
+    if not isinstance(question, str):
+        raise TypeError(f"the question must be a str, not {type(question).__name__}")
+    if not _is_int(max_new_tokens) or max_new_tokens < 0:
+        raise SettingError(f"max_new_tokens must be a whole number >= 0, not {max_new_tokens!r}")
+    if sampler is not None and not callable(sampler):
+        raise TypeError(f"sampler must be a Sampler (or None: greedy), not "
+                        f"{type(sampler).__name__}")
+    if isinstance(stop, str):  # iterated, "User:" would stop at any of its letters
+        raise TypeError(f"stop must be a tuple of strings, e.g. ({stop!r},), not a str")
+    stop = tuple(stop or ())
+    if not all(isinstance(s, str) and s for s in stop):
+        # an empty string is in every text: the answer would end after its first token
+        raise SettingError(f"stop strings must be non-empty str, not {stop!r}")
+    return stop
 
 
 def _until_stop(text: str, stop: tuple[str, ...], hold: bool = False) -> str:
