@@ -17,6 +17,11 @@ class Sampler:
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        numbers = (self.temperature, self.top_p)
+        if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                   for v in numbers) or not isinstance(self.seed, (int, np.integer)):
+            raise SettingError(f"temperature and top_p must be numbers and seed an integer, not "
+                               f"{self.temperature!r}, {self.top_p!r} and {self.seed!r}")
         # written so that NaN fails too
         if not (self.temperature >= 0 and np.isfinite(self.temperature) and 0 < self.top_p <= 1):
             raise SettingError(f"--temperature must be a finite number >= 0 and --top-p in "
