@@ -299,14 +299,15 @@ class Session:
                 "without seeing its beginning. Ask a shorter question, stream long text in "
                 "first (Session.feed; `edgekv eval ppl` for a file) and ask about it, or export "
                 "with a larger --budget")
-        return self._reply(ids, system, user, max_new_tokens, sampler, stop, self.pos)
+        turn = _Turn(ids, system, history, user, rendered[:common], self.pos)
+        return self._reply(turn, max_new_tokens, sampler, stop)
 
-    def _reply(self, ids: list[int], system: list[dict[str, Any]], user: dict[str, Any],
-               max_new_tokens: int, sampler: Sampler | None,
-               stop: tuple[str, ...], asked_at: int) -> Iterator[str]:
+    def _reply(self, turn: _Turn, max_new_tokens: int, sampler: Sampler | None,
+               stop: tuple[str, ...]) -> Iterator[str]:
         """Feed the turn's `ids`, stream the answer, then keep the exchange (`ask`)."""
+        ids, system, user = turn.ids, turn.system, turn.user
         # `ids` are what was new at the call: fed after anything else, they would be wrong
-        if self.pos != asked_at:
+        if self.pos != turn.asked_at:
             raise SettingError("this answer was asked before the session moved on (another "
                                "question or picture was fed since): ask again")
         self._refuse_while_answering()
@@ -314,7 +315,11 @@ class Session:
         # rendered now, not in `finally`: a generator left open ends at interpreter exit, when
         # the template engine can no longer import what it compiles with
         prefix = text.render([*system, user], add_generation_prompt=True)
-        last = self.feed(ids)
+        try:
+            last = self.feed(ids)
+        except BaseException:  # KeyboardInterrupt between chunks: part of the turn is cached
+            self._keep_partial_turn(turn)
+            raise
         self._answering = True
         produced: list[int] = []  # every token here is in the cache (generate feeds, then yields)
         try:
@@ -343,6 +348,15 @@ class Session:
         whole = _until_stop(text.decode(produced), stop)
         self.messages = [*asked, {"role": "assistant", "content": self.message_content(whole)}]
         self._fed_text = prefix + text.decode(produced, skip_special_tokens=False)
+
+    def _keep_partial_turn(self, turn: _Turn) -> None:
+        """The conversation after `turn` was fed in part: the question stands unanswered and
+        the fed text ends where feeding stopped, so the next turn feeds only the rest."""
+        fed = self.pos - turn.asked_at
+        if fed:
+            self.messages = [*turn.history, turn.user]
+            self._fed_text = turn.fed_before + self.bundle.text.decode(
+                turn.ids[:fed], skip_special_tokens=False)
 
     def _refuse_while_answering(self) -> None:
         if self._answering:
@@ -458,6 +472,18 @@ class Session:
         if cut < 0:
             raise BundleError("the chat template drops text items; cannot place images")
         return rendered[:cut]
+
+
+@dataclass
+class _Turn:
+    """A question as `ask` prepared it: the new token ids, and what the conversation was."""
+
+    ids: list[int]  # the rendered conversation after what was already fed
+    system: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    user: dict[str, Any]
+    fed_before: str  # the text already fed that the rendering starts with
+    asked_at: int  # Session.pos at the call
 
 
 def _is_int(value: Any) -> bool:

@@ -198,3 +198,33 @@ def test_an_answer_asked_before_the_session_moved_on_is_refused_when_read(bundle
     with pytest.raises(SettingError, match="asked before the session moved on"):
         next(stale)
     assert _state(session) == before
+
+
+def test_a_question_interrupted_while_fed_is_finished_by_the_next_turn(bundle):
+    session = Session.open(bundle, policy="streaming")
+    fed: list[int] = []
+    feed_step = session.step
+
+    def step(embeds, **kw):  # the question's second chunk is interrupted (Ctrl-C)
+        if fed.count("chunk") == 1:
+            raise KeyboardInterrupt
+        fed.append("chunk")
+        return feed_step(embeds, **kw)
+
+    first = "a question long enough to be fed in more than one chunk of sixteen tokens " * 2
+    session.step = step
+    with pytest.raises(KeyboardInterrupt):
+        list(session.ask(first, 4))
+    session.step = feed_step
+    assert session.pos == session.chunk  # one chunk of it is in the cache...
+    assert session.messages == [{"role": "user", "content": first}]  # ...and in the talk
+    text = session.bundle.text
+    before = text.decode(text.encode(session._fed_text), skip_special_tokens=False)
+    ids = []
+    session.feed = lambda new, **kw: ids.extend(new) or Session.feed(session, new, **kw)
+    list(session.ask("and a second one", 2))
+    # the next turn fed the rest of the first question, then the second: nothing twice
+    rendered = text.render([{"role": "user", "content": first},
+                            {"role": "user", "content": "and a second one"}],
+                           add_generation_prompt=True)
+    assert before + text.decode(ids, skip_special_tokens=False) == rendered
