@@ -154,22 +154,10 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
-        raw = json.loads(text)
-        version = raw.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise BundleError(
-                f"manifest schema version {version!r} is not the version this edgekv reads "
-                f"({SCHEMA_VERSION}); re-export the bundle with this edgekv"
-            )
-        try:
-            raw["dims"] = DecoderDims(**raw["dims"])
-            raw["embedding"] = EmbeddingTable(**raw["embedding"])
-            raw["tokenizer"] = TokenizerInfo(**raw["tokenizer"])
-            if raw.get("vision") is not None:
-                raw["vision"] = VisionSpec.from_dict(raw["vision"])
-            return cls(**raw)
-        except (KeyError, TypeError) as exc:
-            raise BundleError(f"manifest is malformed: {exc}") from exc
+        # a hand-edited manifest is refused field by field (manifest_read.py)
+        from edgekv.export.manifest_read import parse_manifest
+
+        return parse_manifest(json.loads(text))
 
     def kv_input_names(self, which: str) -> list[str]:
         """The graph inputs that carry `which` ("past_keys" / "past_values"): one, or one per
@@ -218,10 +206,17 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
     if not path.is_file():
         raise BundleError(f"{bundle_dir} has no {MANIFEST_NAME}; it is not an edgekv bundle")
     try:
-        manifest = Manifest.from_json(path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = Manifest.from_json(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON: {exc}") from exc
+    except OSError as exc:  # unreadable (permissions, I/O error)
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if verify:
+        # A file the runtime opens but the manifest records no sha256 for would go unchecked.
+        unlisted = [rel for rel in named_files(manifest) if rel not in manifest.files]
+        if unlisted:
+            raise BundleError(f"{MANIFEST_NAME} records no sha256 for {', '.join(unlisted)}; "
+                              "it was edited: re-export the bundle")
         for rel, expected in manifest.files.items():
             file = bundle_dir / rel
             if not file.is_file():
@@ -231,9 +226,40 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
                     f"bundle file {rel} does not match the sha256 in the manifest "
                     "(corrupt or modified); re-export the bundle"
                 )
+        check_table_size(bundle_dir, manifest)
     return manifest
+
+
+def check_table_size(bundle_dir: Path, manifest: Manifest) -> None:
+    """embed.bin must be exactly the manifest's [V, H] table: a shorter file fails to map (and
+    to load as the tied lm_head), a longer one means the manifest describes another table."""
+    table = manifest.embedding
+    rows, width = table.shape
+    expected = rows * width * _ITEMSIZE[table.dtype]
+    try:
+        size = (bundle_dir / table.file).stat().st_size
+    except OSError as exc:
+        raise BundleError(f"cannot read {table.file}: {exc.strerror or exc}") from exc
+    if size != expected:
+        raise BundleError(f"{table.file} is {size} bytes; the manifest's {table.dtype} "
+                          f"{table.shape} table is {expected}: the file is truncated or belongs "
+                          "to another bundle; re-export the bundle")
 
 
 def layer_names(name: str, num_layers: int) -> list[str]:
     """One graph input or output per layer: "NAME.0", "NAME.1", ..."""
     return [f"{name}.{i}" for i in range(num_layers)]
+
+
+def named_files(manifest: Manifest) -> list[str]:
+    """The bundle files the manifest names and the runtime opens (graphs, embedding table,
+    tokenizer): decoder.onnx.data is named only inside decoder.onnx."""
+    names = [*manifest.graphs.values(), manifest.embedding.file, manifest.tokenizer.file]
+    if manifest.vision is not None:
+        names.append(manifest.vision.graph)
+    return list(dict.fromkeys(names))
+
+
+# embed.bin's dtype per bundle dtype (int4 bundles keep a float32 table)
+EMBEDDING_DTYPES = {"fp32": "float32", "fp16": "float16", "int4": "float32"}
+_ITEMSIZE = {"float32": 4, "float16": 2}

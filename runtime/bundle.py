@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekv.export.manifest import Manifest, load_manifest
+from edgekv.export.manifest import Manifest, check_table_size, load_manifest, named_files
 from edgekv.runtime.errors import BundleError
 from edgekv.runtime.text import TextCodec
 
@@ -29,13 +29,20 @@ class Bundle:
     def open(cls, path: str | Path, verify: bool = True) -> Bundle:
         path = Path(path)
         manifest = load_manifest(path, verify=verify)
-        table = manifest.embedding
-        try:
-            embedding = np.memmap(path / table.file, dtype=np.dtype(table.dtype), mode="r",
-                                  shape=tuple(table.shape))
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"cannot map {table.file}: {exc}") from exc
-        return cls(path, manifest, embedding, TextCodec.from_bundle(path, manifest.tokenizer))
+        # without `verify` too: name the missing file rather than fail inside ONNX Runtime
+        for rel in dict.fromkeys([*named_files(manifest), *manifest.files]):
+            if not (path / rel).is_file():
+                raise BundleError(f"bundle file {rel} is missing from {path}")
+        embedding = _map_table(path, manifest, verify)
+        text = TextCodec.from_bundle(path, manifest.tokenizer)
+        # Its model vocabulary larger than the table: another model's tokenizer (added tokens
+        # are not counted: some checkpoints list unused ones past the embedding's rows).
+        tokens = text.tokenizer.get_vocab_size(with_added_tokens=False)
+        if tokens > len(embedding):
+            raise BundleError(f"{manifest.tokenizer.file} has {tokens} tokens, more than the "
+                              f"{len(embedding)} rows of {manifest.embedding.file}: it belongs to "
+                              "another model; re-export the bundle")
+        return cls(path, manifest, embedding, text)
 
     @property
     def kv_dtype(self) -> type:
@@ -79,3 +86,16 @@ class Bundle:
                 raise BundleError(f"{self.manifest.embedding.file} is shorter than its "
                                   "manifest says")
         return rows
+
+
+def _map_table(path: Path, manifest: Manifest, verify: bool) -> np.ndarray:
+    """embed.bin memory-mapped as the manifest's [V, H] (`load_manifest` checked its size when
+    it verified the bundle)."""
+    if not verify:
+        check_table_size(path, manifest)
+    table = manifest.embedding
+    try:
+        return np.memmap(path / table.file, dtype=np.dtype(table.dtype), mode="r",
+                         shape=tuple(table.shape))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot map {table.file}: {exc}") from exc

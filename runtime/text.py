@@ -38,7 +38,9 @@ class TextCodec:
         try:
             return cls(Tokenizer.from_file(str(bundle_dir / info.file)), info)
         except Exception as exc:  # tokenizers raises a bare Exception on a bad file
-            raise BundleError(f"cannot read tokenizer {info.file}: {exc}") from exc
+            # its message is a JSON parser's ("expected `,`"): say what the file should be
+            raise BundleError(f"cannot read tokenizer {info.file}: {exc} (not a tokenizer "
+                              "file of Hugging Face tokenizers); re-export the bundle") from exc
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return self.tokenizer.encode(clean_text(text), add_special_tokens=add_special_tokens).ids

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def check_graph_io(manifest: Manifest, inputs: Sequence[Port], outputs: Sequence
     found_in = {p.name: p for p in inputs}
     found_out = {p.name: p for p in outputs}
     d = manifest.dims
-    expected: list[tuple[dict[str, Port], str, dict[int, int], type | None]] = [
+    expected: list[tuple[dict[str, Port], str, dict[int, int], Any]] = [
         (found_in, manifest.inputs["inputs_embeds"], {-1: d.hidden_size}, graph_dtype),
         (found_out, manifest.outputs["logits"], {-1: d.vocab_size}, None),
     ]
@@ -61,6 +62,15 @@ def check_graph_io(manifest: Manifest, inputs: Sequence[Port], outputs: Sequence
         if dtype is not None and port.type != _TYPES.get(np.dtype(dtype), port.type):
             raise _mismatch(f"{name!r} is {port.type} in the decoder graph; the manifest implies "
                             f"{_TYPES[np.dtype(dtype)]}")
+    table = manifest.embedding
+    if np.dtype(table.dtype) != np.dtype(graph_dtype):  # embed() feeds the table's rows
+        raise _mismatch(f"its embedding table is {table.dtype} and the graph computes in "
+                        f"{np.dtype(graph_dtype).name}")
+    # A tied table is the lm_head too (bound as an input, which ONNX Runtime lists among
+    # initializers, not here): one row per logit, or the first step fails inside ONNX Runtime.
+    if table.shared_with_lm_head and list(table.shape) != [d.vocab_size, d.hidden_size]:
+        raise _mismatch(f"its tied embedding table is {list(table.shape)}, not [vocab "
+                        f"{d.vocab_size}, hidden {d.hidden_size}]")
 
 
 def _mismatch(what: str) -> BundleError:

@@ -113,6 +113,16 @@ def test_other_schema_version_is_refused(tiny_bundle, tmp_path):
         Bundle.open(bundle)
 
 
+def test_a_newer_schema_says_to_upgrade_edgekv(tiny_bundle, tmp_path):
+    bundle = _copy(tiny_bundle(), tmp_path)
+    raw = json.loads((bundle / "manifest.json").read_text())
+    raw.update(schema_version=2, edgekv_version="9.9.9")
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="schema version 2 \\(written by edgekv 9.9.9\\) .*; "
+                                          "upgrade edgekv to open it"):
+        Bundle.open(bundle)
+
+
 def test_interrupted_export_leaves_no_bundle(tiny_model_dir, tmp_path, monkeypatch):
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt

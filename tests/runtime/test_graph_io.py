@@ -62,3 +62,33 @@ def test_an_edited_manifest_is_refused_when_the_session_opens(tiny_bundle, tmp_p
     path.write_text(json.dumps(raw))
     with pytest.raises(BundleError, match="manifest.json does not describe its decoder graph"):
         Session.open(Bundle.open(bundle_dir), policy="streaming")
+
+
+def _rehash(bundle_dir) -> None:
+    from edgekv.export.manifest import sha256_file
+
+    path = bundle_dir / "manifest.json"
+    raw = json.loads(path.read_text())
+    raw["files"] = {rel: sha256_file(bundle_dir / rel) for rel in raw["files"]}
+    path.write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize("dtype, message", [
+    (np.float32, "its tied embedding table is \\[1024, 64\\], not \\[vocab 512, hidden 64\\]"),
+    (np.float16, "its embedding table is float16 and the graph computes in float32"),
+], ids=["rows", "dtype"])
+def test_an_embedding_table_the_graph_cannot_bind_is_refused(tiny_bundle, tmp_path, dtype,
+                                                              message):
+    # manifest, embed.bin and sha256s agree with each other, not with the graph (a table of
+    # 1024 rows, whose first 512 fp32 rows' bytes the graph still loads): ONNX Runtime refused
+    # the table only at the first step
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(tiny_bundle(), bundle_dir)
+    table = np.fromfile(bundle_dir / "embed.bin", dtype=np.float32).reshape(512, 64)
+    np.concatenate([table, table]).astype(dtype).tofile(bundle_dir / "embed.bin")
+    raw = json.loads((bundle_dir / "manifest.json").read_text())
+    raw["embedding"].update(shape=[1024, 64], dtype=np.dtype(dtype).name)
+    (bundle_dir / "manifest.json").write_text(json.dumps(raw))
+    _rehash(bundle_dir)
+    with pytest.raises(BundleError, match=message):
+        Session.open(Bundle.open(bundle_dir), policy="streaming", threads=1)
