@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,16 @@ class Manifest:
         return dataclasses.replace(self, files=digests)
 
     def save(self, bundle_dir: Path) -> None:
-        (bundle_dir / MANIFEST_NAME).write_text(self.to_json() + "\n")
+        # written aside, then moved over: `edgekv build` rewrites a working bundle's manifest,
+        # and an interrupted write must not leave it half a manifest
+        path = Path(bundle_dir) / MANIFEST_NAME
+        part = path.with_name(f".{MANIFEST_NAME}.partial")
+        try:
+            part.write_text(self.to_json() + "\n")
+            os.replace(part, path)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:

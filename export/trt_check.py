@@ -21,6 +21,7 @@ import onnx
 from edgekv.export.graph_types import tensor_types
 from edgekv.export.manifest import Manifest, load_manifest
 from edgekv.export.trt_support import ONNX_TO_TRT_TYPE, TrtSupport, load_support
+from edgekv.runtime.errors import BundleError
 
 # Decoder inputs whose axis is the chunk length c (contract names; -1 = last axis, because the
 # M-RoPE variant of chunk_pos is [3, c]). Every other axis of every graph must be static.
@@ -152,7 +153,11 @@ def check_graph(
     path: Path, support: TrtSupport, chunk_axes: dict[str, int], name: str = ""
 ) -> GraphReport:
     """Check one ONNX file; `chunk_axes` maps input name -> the one axis allowed to vary."""
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError, or an OSError
+        raise BundleError(f"{path.name} is not an ONNX graph onnx can read ({exc}); a corrupt "
+                          "or truncated file: re-export the bundle") from exc
     g = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     report = GraphReport(name or path.stem, path.name, len(g.node),
@@ -164,7 +169,11 @@ def check_graph(
     _check_nodes(model, support, add)
     _check_shapes(g, chunk_axes, add)
     _check_io_int64(g, add)
-    _check_constants(g, path.parent, add)
+    try:
+        _check_constants(g, path.parent, add)
+    except (OSError, ValueError) as exc:  # external data shorter than the graph says
+        raise BundleError(f"the weights {path.name} names cannot be read ({exc}); a corrupt or "
+                          "truncated file: re-export the bundle") from exc
     return report
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekv.export.vision_spec import VisionSpec
+from edgekv.runtime.backends.ort_load import load_graph
 from edgekv.runtime.errors import BundleError, ImageError
 
 
@@ -32,8 +33,8 @@ class VisionEncoder:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(Path(bundle_dir) / spec.graph), sess_options=opts,
-                                       providers=["CPUExecutionProvider"])
+        session = load_graph(Path(bundle_dir) / spec.graph, sess_options=opts,
+                             providers=["CPUExecutionProvider"])
         return cls(session, spec, dtype)
 
     def encode(self, frames: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import onnxruntime as ort
 from edgekv.export.manifest import LIVE_ROWS, LM_HEAD, LOGIT_ROWS, POS_SHIFT, Manifest
 from edgekv.runtime.backends.base import StepOutput
 from edgekv.runtime.backends.graph_io import Port, check_graph_io
+from edgekv.runtime.backends.ort_load import load_graph
 from edgekv.runtime.bundle import NUMPY_DTYPES
 from edgekv.runtime.cache import KVCache
 
@@ -53,11 +54,8 @@ class OrtBackend:
             # ORT warns at every open that an initializer listed as an input is not a
             # constant; that is the point here, so only errors are logged.
             opts.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(bundle_dir / manifest.graphs["decoder"]),
-            sess_options=opts,
-            providers=providers or ["CPUExecutionProvider"],
-        )
+        self.session = load_graph(bundle_dir / manifest.graphs["decoder"], sess_options=opts,
+                                  providers=providers or ["CPUExecutionProvider"])
         arrays = cache.buffers or (cache.keys, cache.values)  # with scratch rows, if any
         check_graph_io(manifest, _ports(self.session.get_inputs()),
                        _ports(self.session.get_outputs()), arrays[0].dtype,

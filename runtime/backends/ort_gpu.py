@@ -18,6 +18,7 @@ from edgekv.export.manifest import LOGIT_ROWS, Manifest
 from edgekv.runtime.backends.base import StepOutput
 from edgekv.runtime.backends.device_buffers import TORCH_DTYPES, DeviceBuffers
 from edgekv.runtime.backends.kv_routing import route_kv_to_device
+from edgekv.runtime.backends.ort_load import load_graph
 from edgekv.runtime.cache import KVCache
 from edgekv.runtime.device_kv import DeviceKV
 from edgekv.runtime.errors import EdgeKVError
@@ -57,9 +58,8 @@ class OrtGpuBackend:
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise EdgeKVError("onnxruntime has no CUDAExecutionProvider here: install "
                               "onnxruntime-gpu (on a Jetson, the wheel from the Jetson Zoo)")
-        self.session = ort.InferenceSession(
-            str(bundle_dir / manifest.graphs["decoder"]),
-            providers=gpu_providers(manifest, bundle_dir, use_tensorrt))
+        self.session = load_graph(bundle_dir / manifest.graphs["decoder"],
+                                  providers=gpu_providers(manifest, bundle_dir, use_tensorrt))
         d = manifest.dims
         self.kv = DeviceKV.allocate(d.num_layers, d.num_kv_heads, manifest.budget, d.head_dim,
                                     TORCH_DTYPES[manifest.dtype], "cuda")

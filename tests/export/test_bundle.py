@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -178,3 +179,29 @@ def test_a_packed_lm_head_needs_onnx_runtime():
 
     with pytest.raises(EdgeKVError, match="--packed-lm-head"):
         ExportOptions(target="tensorrt", dtype="fp16", packed_lm_head=True).check()
+
+
+def test_saving_a_manifest_replaces_it_whole(tiny_bundle, tmp_path, monkeypatch):
+    import shutil
+
+    from edgekv.export.manifest import MANIFEST_NAME, load_manifest
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle(), bundle)
+    before = (bundle / MANIFEST_NAME).read_text()
+    manifest = load_manifest(bundle)
+
+    write_text = Path.write_text
+
+    def cut(self, text, *args, **kwargs):  # the disk fills halfway through the write
+        write_text(self, text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", cut)
+    with pytest.raises(OSError):
+        manifest.save(bundle)
+    monkeypatch.undo()
+    assert (bundle / MANIFEST_NAME).read_text() == before  # the old manifest, whole
+    manifest.save(bundle)
+    assert load_manifest(bundle) == manifest
+    assert sorted(p.name for p in bundle.iterdir() if p.name.startswith(".")) == []

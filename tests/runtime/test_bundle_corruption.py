@@ -175,3 +175,30 @@ def test_check_refuses_a_truncated_table_whose_sha256_was_recorded(bundle, capsy
     assert err == ("edgekv: error: embed.bin is 65536 bytes; the manifest's float32 [512, 64] "
                    "table is 131072: the file is truncated or belongs to another bundle; "
                    "re-export the bundle")
+
+
+@pytest.mark.parametrize("graph", ["decoder.onnx", "decoder.onnx.data"])
+def test_a_truncated_graph_whose_sha256_was_recorded_is_named(bundle, capsys, graph):
+    from edgekv.runtime.session import Session
+
+    if not (bundle / graph).exists():
+        pytest.skip(f"this bundle has no {graph}")
+    data = (bundle / graph).read_bytes()
+    (bundle / graph).write_bytes(data[: len(data) // 3])
+    _rehash(bundle)  # ONNX Runtime's own error came out of the first step before
+    with pytest.raises(BundleError, match="ONNX Runtime cannot load decoder.onnx: .*re-export"):
+        Session.open(Bundle.open(bundle), backend="ort")
+    capsys.readouterr()
+    assert main(["run", str(bundle), "--prompt", "hi", "--backend", "ort"]) == 2
+    assert capsys.readouterr().err.startswith("edgekv: error: ONNX Runtime cannot load")
+
+
+@pytest.mark.parametrize("graph", ["decoder.onnx", "decoder.onnx.data"])
+def test_check_names_a_truncated_graph_whose_sha256_was_recorded(bundle, capsys, graph):
+    data = (bundle / graph).read_bytes()
+    (bundle / graph).write_bytes(data[: len(data) // 3])
+    _rehash(bundle)
+    capsys.readouterr()
+    assert main(["check", str(bundle)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgekv: error: ") and "re-export the bundle" in err, err
