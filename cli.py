@@ -413,6 +413,7 @@ def _verify(args: argparse.Namespace) -> int:
     from edgekv.export.loading import load, resolve
     from edgekv.export.manifest import load_manifest
     from edgekv.export.validate import hf_logits, max_diff
+    from edgekv.export.vlm_loading import is_vision_language, load_vision_language
     from edgekv.runtime.text import clean_text
 
     manifest = load_manifest(args.bundle)
@@ -423,7 +424,12 @@ def _verify(args: argparse.Namespace) -> int:
     if args.image:
         return _verify_image(args, manifest)
     args.prompt = args.prompt or VERIFY_PROMPT
-    model, tokenizer = load(resolve(args.against))
+    source = resolve(args.against)
+    if is_vision_language(source):  # a multimodal bundle's text path, against the whole model
+        vlm = load_vision_language(source)
+        model, tokenizer = vlm.model, vlm.tokenizer
+    else:
+        model, tokenizer = load(source)
     vocab = model.get_input_embeddings().weight.shape[0]
     if vocab != manifest.dims.vocab_size:
         raise EdgeKVError(f"{args.bundle} was not exported from {args.against}: its vocabulary "

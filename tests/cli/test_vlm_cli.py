@@ -38,6 +38,9 @@ def test_export_info_verify_with_an_image(capsys, vlm_dir, tmp_path, picture_fil
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 2 and report["tokens"] > 32
     assert report["max_abs_logit_diff"] <= report["limit"] == 1e-3 and report["passed"]
+    # without --image, the text path against the whole multimodal model
+    assert main(["verify", str(out), "--against", str(vlm_dir("llava-siglip")), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["passed"]
     # --prompt is the question after the pictures: a longer one is more tokens compared
     long_question = "Which colours are in the picture, and how many shapes are there in it?"
     assert main(["verify", str(out), "--against", str(vlm_dir("llava-siglip")), "--image",
