@@ -66,5 +66,8 @@ class Composed(Policy):
         self._now().admit(cache, chunk)
 
     def params(self) -> dict[str, object]:
-        return {f"{self.prefill.name}.{k}": v for k, v in self.prefill.params().items()} | {
-            f"{self.decode.name}.{k}": v for k, v in self.decode.params().items()}
+        first, second = self.prefill.name, self.decode.name
+        if first == second:  # h2o+h2o: one name for both would keep only the second's values
+            first, second = f"prefill.{first}", f"decode.{second}"
+        return {f"{first}.{k}": v for k, v in self.prefill.params().items()} | {
+            f"{second}.{k}": v for k, v in self.decode.params().items()}

@@ -42,7 +42,9 @@ class InfMLLM(Policy):
     summary: ClassVar[str] = "sinks + recent + relevant tokens with decay and recency bias"
     ranges: ClassVar[dict[str, tuple[float, float]]] = {
         "sinks": (0, float("inf")), "recent": (0, 1), "retrieval": (1, float("inf")),
-        "decay": (0, 1), "smooth": (1, float("inf")), "bias": (0, float("inf"))}
+        "decay": (0, 1), "smooth": (1, float("inf")),
+        # finite: an infinite tilt is inf * 0 = NaN at rank 0; 1e6 already means newest wins
+        "bias": (0, 1e6)}
     sinks: int = 4
     recent: float = 0.5
     retrieval: int = 32

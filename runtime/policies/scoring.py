@@ -9,12 +9,13 @@ from edgekv.runtime.cache import KVCache
 
 def recent_mask(cache: KVCache, keep: int) -> np.ndarray:
     """True on the `keep` most recent valid tokens of every (layer, head)."""
+    keep = min(keep, cache.capacity)  # any window is allowed: past int64 numpy overflows
     return cache.valid & (cache.rank >= cache.n_valid[..., None] - keep)
 
 
 def sink_mask(cache: KVCache, sinks: int) -> np.ndarray:
     """True on the `sinks` oldest valid tokens of every (layer, head)."""
-    return cache.valid & (cache.rank < sinks)
+    return cache.valid & (cache.rank < min(sinks, cache.capacity))
 
 
 def pool_neighbours(cache: KVCache, score: np.ndarray, kernel: int) -> np.ndarray:
@@ -34,7 +35,7 @@ def pool_neighbours(cache: KVCache, score: np.ndarray, kernel: int) -> np.ndarra
     np.put_along_axis(by_rank, at, np.where(valid, score, -np.inf), axis=-1)
     by_rank[..., capacity] = -np.inf
     pooled = by_rank.copy()
-    half = kernel // 2
+    half = min(kernel // 2, capacity)  # wider reaches no further: a loop per neighbour
     for shift in range(1, half + 1):
         np.maximum(pooled[..., shift:], by_rank[..., :-shift], out=pooled[..., shift:])
         np.maximum(pooled[..., :-shift], by_rank[..., shift:], out=pooled[..., :-shift])
@@ -44,5 +45,5 @@ def pool_neighbours(cache: KVCache, score: np.ndarray, kernel: int) -> np.ndarra
 def last_queries(c: int, window: int) -> np.ndarray:
     """mass_weight that counts only the last `window` queries of a chunk (all if shorter)."""
     weight = np.zeros(c, dtype=np.float32)
-    weight[-window:] = 1.0
+    weight[-min(window, c):] = 1.0
     return weight

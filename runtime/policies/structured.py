@@ -20,6 +20,8 @@ from edgekv.runtime.policies.base import Chunk, Policy, evict_lowest
 from edgekv.runtime.policies.scoring import sink_mask
 
 _TEXT_BONUS = float(2**52)  # text outranks any image token in eviction order
+# Keys equal up to float32 rounding are repeats even at similarity=1 (a cosine of 1 - 1e-7).
+_ROUNDING = 1e-6
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Structured(Policy):
                 continue
             found, slot = target
             sim = _cosine(chunk.new_keys[:, :, t], cache.prerope_keys((*_lh(cache), slot)))
-            repeat = found & (sim >= self.similarity)
+            repeat = found & (sim >= self.similarity - _ROUNDING)
             if self.merge:
                 cache.merge_into(slot, chunk.new_keys[:, :, t], chunk.new_values[:, :, t], repeat)
             # The older slot now stands for this frame's token too: the next frame compares
@@ -71,7 +73,9 @@ class Structured(Policy):
 
     def _enforce_quota(self, cache: KVCache, group: int) -> None:
         quota = max(1, int(self.frame_quota * cache.budget))
+        # A stream that opens with a frame has its sinks in it: they stay, as in make_room.
         in_frame = cache.valid & (cache.group == group) & (cache.modality == IMAGE)
+        in_frame &= ~sink_mask(cache, self.sinks)
         excess = in_frame.sum(-1) - quota
         if excess.max() > 0:
             priority = np.where(in_frame, cache.score, np.inf)
@@ -92,7 +96,9 @@ def _slot_of(cache: KVCache, candidates: np.ndarray, place: int):
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float32)
-    b = b.astype(np.float32)
-    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-6
-    return (a * b).sum(-1) / den
+    """Cosine similarity over the last axis; 0 where either vector is zero. No epsilon in the
+    denominator: it would pull small keys' cosine (|k|^2 ~ 1e-6) far below any threshold."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return np.divide((a * b).sum(-1), den, out=np.zeros_like(den), where=den > 0)

@@ -43,6 +43,11 @@ def test_flags_and_fixed_parts_are_those_of_both():
     assert both_oldest.oldest_first and both_oldest.same_slots and not both_oldest.reads_mass
 
 
+def test_the_same_policy_on_both_sides_keeps_both_parameter_sets():
+    policy = make_policy("h2o:recent=0.1+h2o:recent=0.9")
+    assert policy.params() == {"prefill.h2o.recent": 0.1, "decode.h2o.recent": 0.9}
+
+
 @pytest.mark.parametrize("spec", ["streaming+h2o+window", "+h2o", "h2o+", "h2o+nope"])
 def test_a_bad_composition_is_refused(spec):
     with pytest.raises(PolicyError):

@@ -69,6 +69,8 @@ def test_every_registered_policy_has_a_name_and_summary():
     ("h2o:recent=1.5", "recent=1.5 is outside 0..1"),
     ("snapkv:window=0", "window=0 is outside 1..inf"),
     ("inf-mllm:decay=2", "decay=2 is outside 0..1"),
+    # an infinite tilt made the oldest token's priority inf * 0 = NaN: it could never go
+    ("inf-mllm:bias=inf", "bias=inf is outside 0..1e+06"),
     ("structured:similarity=nan", "similarity=nan is outside 0..1"),
     ("streaming:sinks=4,sinks=8", "sinks is given twice"),
 ])

@@ -1,5 +1,7 @@
 """The attention-scored and structured policies on hand-built caches."""
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -154,3 +156,60 @@ def test_structured_drop_mode_keeps_counts_at_one():
     cache = KVCache.allocate(L, H, 64, D)
     _frames(make_policy("structured:sinks=0,merge=false"), cache, [frame] * 5)
     assert cache.valid[0, 0].sum() == 8 and (cache.count[cache.valid] == 1).all()
+
+
+@pytest.mark.parametrize("spec, scale", [("structured:sinks=0,similarity=1", 1.0),
+                                         ("structured:sinks=0,similarity=1", 3.0),
+                                         ("structured:sinks=0", 1e-3)])
+def test_structured_merges_identical_frames_at_similarity_one_and_with_small_keys(spec, scale):
+    # An epsilon added to the norms' product pulled the cosine of identical keys below 1, and
+    # that of small keys (|k| ~ 3e-3) to ~0.9: nothing merged.
+    frame = np.random.default_rng(6).normal(size=(8, D)) * scale
+    cache = KVCache.allocate(L, H, 64, D)
+    assert _frames(make_policy(spec), cache, [frame] * 4)[-1] == 8
+
+
+def test_structured_frame_quota_never_takes_the_sinks():
+    rng = np.random.default_rng(7)
+    cache = KVCache.allocate(L, H, 64, D)
+    policy = make_policy("structured:sinks=4,frame_quota=0.05")  # 3 slots a frame
+    for g in range(4):  # frames only: the first frame's first tokens are the sinks
+        keys = rng.normal(size=(L, H, 8, D))
+        chunk = _chunk(np.arange(8 * g, 8 * g + 8), keys, modality=IMAGE, group=g,
+                       place=np.arange(8))
+        _step(policy, cache, chunk, rng.random(cache.orig_pos.shape).astype(np.float32))
+    for layer in range(L):
+        for head in range(H):
+            assert _kept(cache, layer, head)[:4] == [0, 1, 2, 3]
+
+
+def _within(seconds: float, run) -> None:
+    """Run `run()`, failing (not hanging) if it takes more than `seconds`."""
+    def stop(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        run()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("spec", ["snapkv:window=100000000000000000000",
+                                  "snapkv:kernel=100000000000000000000",
+                                  "inf-mllm:smooth=100000000000000000000",
+                                  "inf-mllm:retrieval=100000000000000000000",
+                                  "h2o+snapkv:window=100000000000000000000"])
+def test_windows_and_kernels_beyond_the_cache_act_as_the_whole_cache(spec):
+    # The ranges allow any size: a window past int64 overflowed numpy (a traceback), a kernel
+    # of 1e20 looped once per neighbour, forever.
+    def run():
+        policy = make_policy(spec)
+        cache = KVCache.allocate(L, H, 24, D)
+        for pos in range(0, 40, 8):
+            _step(policy, cache, _chunk(np.arange(pos, pos + 8)),
+                  np.ones(cache.orig_pos.shape, np.float32))
+            _step(policy, cache, _chunk(np.arange(pos + 8, pos + 9)))
+        assert cache.valid.sum(-1).max() <= cache.budget
+    _within(5.0, run)
