@@ -414,13 +414,13 @@ def _verify(args: argparse.Namespace) -> int:
     from edgekv.export.manifest import load_manifest
     from edgekv.export.validate import hf_logits, max_diff
     from edgekv.export.vlm_loading import is_vision_language, load_vision_language
-    from edgekv.runtime.text import clean_text
+    from edgekv.runtime.utf8 import valid_utf8
 
     manifest = load_manifest(args.bundle)
     if args.prompt is not None and not args.prompt.strip():
         raise EdgeKVError("--prompt is empty: there is nothing to compare")
     if args.prompt is not None:
-        args.prompt = clean_text(args.prompt)  # bytes argv could not decode: HF refuses them
+        args.prompt = valid_utf8(args.prompt)  # bytes argv could not decode: HF refuses them
     if args.image:
         return _verify_image(args, manifest)
     args.prompt = args.prompt or VERIFY_PROMPT

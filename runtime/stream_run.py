@@ -25,7 +25,8 @@ from edgekv.runtime.schedule import AskSchedule
 from edgekv.runtime.sources.frames import FrameStream
 from edgekv.runtime.sources.redact import redact
 from edgekv.runtime.status import StatusLine, StatusSnapshot
-from edgekv.runtime.transcript import AnswerRecord, Transcript, valid_utf8
+from edgekv.runtime.transcript import AnswerRecord, Transcript
+from edgekv.runtime.utf8 import valid_utf8
 
 Say = Callable[[str], None]
 MiB = 2**20

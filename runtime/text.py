@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,19 +12,11 @@ from tokenizers import Tokenizer
 
 from edgekv.export.manifest import TokenizerInfo
 from edgekv.runtime.errors import BundleError
-
-# Python reads undecodable bytes of stdin and argv as lone surrogates (surrogateescape),
-# which the tokenizer refuses with a TypeError.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+from edgekv.runtime.utf8 import valid_utf8
 
 
 def _raise(message: str) -> None:
     raise jinja2.TemplateError(message)
-
-
-def clean_text(text: str) -> str:
-    """`text` with each lone surrogate as U+FFFD, what a UTF-8 decoder shows for a bad byte."""
-    return _SURROGATE.sub("\ufffd", text)
 
 
 @dataclass
@@ -43,7 +34,7 @@ class TextCodec:
                               "file of Hugging Face tokenizers); re-export the bundle") from exc
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return self.tokenizer.encode(clean_text(text), add_special_tokens=add_special_tokens).ids
+        return self.tokenizer.encode(valid_utf8(text), add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)

@@ -7,15 +7,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from edgekv.runtime.sources.redact import redact
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
+from edgekv.runtime.utf8 import valid_utf8
 
 
 @dataclass
@@ -39,13 +37,6 @@ class AnswerRecord:
             if isinstance(value, str):
                 record[key] = redact(valid_utf8(value))
         return json.dumps(record, ensure_ascii=False)
-
-
-def valid_utf8(text: str) -> str:
-    """`text` with each lone surrogate as U+FFFD. Python hands undecodable argv and stdin
-    bytes over as surrogates ('\\udcff', one per bad byte), which a UTF-8 file refuses: one
-    such question would end the run."""
-    return _SURROGATE.sub("\ufffd", text)
 
 
 class Transcript:
