@@ -209,10 +209,6 @@ def _stream(args: argparse.Namespace) -> int:
         raise EdgeKVError("with --source, --prompt is the system message: give it or --system")
     if args.every and not args.ask:
         raise EdgeKVError("--every needs --ask QUESTION")
-    for flag, value in (("--fps", args.fps), ("--duration", args.duration),
-                        ("--max-frames", args.max_frames)):
-        if value is not None and value <= 0:
-            raise EdgeKVError(f"{flag} must be positive, not {value}")
     config = StreamConfig(StreamLimits(args.fps, args.max_frames, args.duration), args.ask,
                           parse_every(args.every) if args.every else None, args.transcript,
                           status=not args.no_status, max_new_tokens=args.max_new_tokens,

@@ -20,7 +20,7 @@ from edgekv.cli import main
     (["--ask", "q"], "--ask only apply to a stream"),
     (["--source", "synthetic", "--every", "10s"], "--every needs --ask"),
     (["--source", "synthetic", "--ask", "q", "--every", "ten"], "--every 'ten'"),
-    (["--source", "synthetic", "--fps", "0"], "--fps must be positive"),
+    (["--source", "synthetic", "--fps", "0"], "--fps must be a positive number, not 0"),
     (["--source", "/no/such/video.mp4"], "no such file or folder"),
     (["--source", "synthetic", "--prompt", "a", "--system", "b"], "--prompt is the system"),
 ])
