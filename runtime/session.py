@@ -79,12 +79,7 @@ class Session:
         budget = m.budget if budget is None else budget
         if not _is_int(budget):
             raise TypeError(f"budget must be a whole number of slots, not {budget!r}")
-        if budget > m.budget:
-            raise BudgetError(
-                f"--budget {budget} exceeds the bundle's budget {m.budget}; a bundle's budget "
-                "can be lowered at run time, not raised (re-export with a larger --budget)"
-            )
-        policy.check_budget(budget, m.chunk)
+        check_budget(m, policy, budget)
         # gqa bundles without the mass read one slot bias for every head (Policy.same_slots)
         needs_head_bias = m.attention == "gqa" and not policy.same_slots
         if not m.attn_mass and (policy.reads_mass or needs_head_bias):
@@ -484,6 +479,15 @@ class _Turn:
     user: dict[str, Any]
     fed_before: str  # the text already fed that the rendering starts with
     asked_at: int  # Session.pos at the call
+
+
+def check_budget(manifest: Any, policy: Policy, budget: int, flag: str = "--budget") -> None:
+    """Whether a session of `policy` at `budget` fits the bundle, before any cache exists."""
+    if budget > manifest.budget:
+        raise BudgetError(
+            f"{flag} {budget} exceeds the bundle's budget {manifest.budget}; a bundle's budget "
+            "can be lowered at run time, not raised (re-export with a larger --budget)")
+    policy.check_budget(budget, manifest.chunk)
 
 
 def _is_int(value: Any) -> bool:

@@ -17,7 +17,7 @@ from edgekv.export.manifest import Manifest
 from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.errors import BudgetError, EdgeKVError
 from edgekv.runtime.policies import make_policy
-from edgekv.runtime.session import Session
+from edgekv.runtime.session import Session, check_budget
 from edgekv.tools.ppl import read_text, streaming_ppl, text_tokens
 
 
@@ -114,9 +114,5 @@ def check_cells(manifest: Manifest, budgets: list[int], policies: list[str]) -> 
     if not budgets or not policies:
         raise EdgeKVError("--budgets and --policies each need at least one value")
     for budget in budgets:
-        if budget > manifest.budget:
-            raise BudgetError(f"--budgets {budget} exceeds the bundle's budget "
-                              f"{manifest.budget}; a bundle's budget can be lowered at run "
-                              "time, not raised (re-export with a larger --budget)")
         for spec in policies:
-            make_policy(spec).check_budget(budget, manifest.chunk)
+            check_budget(manifest, make_policy(spec), budget, "--budgets")
