@@ -176,6 +176,7 @@ class Session:
             raise ValueError(f"embeddings must be [1, c, {hidden}] with c from 1 to the bundle's "
                              f"chunk {self.chunk} (Session.feed splits longer input), not "
                              f"{list(embeds.shape)}")
+        _refuse_non_finite(embeds)
         return embeds.astype(table.dtype, copy=False)
 
     def _check_rope_table(self, chunk_pos: np.ndarray) -> None:
@@ -410,6 +411,7 @@ class Session:
         self._refuse_while_answering()
         if len(prompt) == 0:
             raise ValueError("nothing to feed")
+        _refuse_non_finite(prompt.embeds)  # all of it first: step would refuse it halfway
         logits = None
         for offset, end in prompt.runs(self.chunk):
             part = slice(offset, end)
@@ -488,6 +490,13 @@ def check_budget(manifest: Any, policy: Policy, budget: int, flag: str = "--budg
             f"{flag} {budget} exceeds the bundle's budget {manifest.budget}; a bundle's budget "
             "can be lowered at run time, not raised (re-export with a larger --budget)")
     policy.check_budget(budget, manifest.chunk)
+
+
+def _refuse_non_finite(embeds: np.ndarray) -> None:
+    """A NaN or inf written into the cache stays there: every later step would attend to it."""
+    if not np.isfinite(embeds).all():
+        raise ValueError("embeddings hold NaN or inf (a vision encoder or caller's bug); "
+                         "nothing was fed")
 
 
 def _is_int(value: Any) -> bool:

@@ -228,3 +228,13 @@ def test_a_question_interrupted_while_fed_is_finished_by_the_next_turn(bundle):
                             {"role": "user", "content": "and a second one"}],
                            add_generation_prompt=True)
     assert before + text.decode(ids, skip_special_tokens=False) == rendered
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_step_refuses_embeddings_that_are_not_finite_before_evicting(full_session, bad):
+    before = _state(full_session)
+    embeds = full_session.bundle.embed(np.array([5]))
+    embeds[0, 0, 3] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        full_session.step(embeds)
+    assert _state(full_session) == before
