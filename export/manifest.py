@@ -245,7 +245,7 @@ def check_table_size(bundle_dir: Path, manifest: Manifest) -> None:
     to load as the tied lm_head), a longer one means the manifest describes another table."""
     table = manifest.embedding
     rows, width = table.shape
-    expected = rows * width * _ITEMSIZE[table.dtype]
+    expected = rows * width * TABLE_ITEMSIZE[table.dtype]
     try:
         size = (bundle_dir / table.file).stat().st_size
     except OSError as exc:
@@ -270,6 +270,5 @@ def named_files(manifest: Manifest) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-# embed.bin's dtype per bundle dtype (int4 bundles keep a float32 table)
-EMBEDDING_DTYPES = {"fp32": "float32", "fp16": "float16", "int4": "float32"}
-_ITEMSIZE = {"float32": 4, "float16": 2}
+# bytes per value of each dtype embed.bin may hold (int4 bundles keep a float32 table)
+TABLE_ITEMSIZE = {"float32": 4, "float16": 2}

@@ -12,10 +12,10 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from edgekv.export.manifest import (
-    EMBEDDING_DTYPES,
     MANIFEST_NAME,
     POS_SHIFT,
     SCHEMA_VERSION,
+    TABLE_ITEMSIZE,
     Manifest,
     named_files,
 )
@@ -159,9 +159,9 @@ def _check_values(m: Manifest) -> None:
     if not any(k in m.inputs for k in ("slot_pos", POS_SHIFT)):
         problems.append(f"inputs has neither 'slot_pos' nor {POS_SHIFT!r}")
     table = m.embedding
-    if table.dtype not in EMBEDDING_DTYPES.values():
+    if table.dtype not in TABLE_ITEMSIZE:
         problems.append(f"embedding.dtype {table.dtype!r} is not one of "
-                        f"{', '.join(map(repr, sorted(set(EMBEDDING_DTYPES.values()))))}")
+                        f"{', '.join(map(repr, sorted(TABLE_ITEMSIZE)))}")
     if len(table.shape) != 2 or min(table.shape) < 1:
         problems.append(f"embedding.shape {table.shape} is not [rows, hidden]")
     problems += [f"{rel!r} is not a file name inside the bundle"
