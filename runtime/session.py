@@ -79,15 +79,7 @@ class Session:
         budget = m.budget if budget is None else budget
         if not _is_int(budget):
             raise TypeError(f"budget must be a whole number of slots, not {budget!r}")
-        check_budget(m, policy, budget)
-        # gqa bundles without the mass read one slot bias for every head (Policy.same_slots)
-        needs_head_bias = m.attention == "gqa" and not policy.same_slots
-        if not m.attn_mass and (policy.reads_mass or needs_head_bias):
-            why = ("scores slots by attention" if policy.reads_mass
-                   else "keeps different slots in different heads")
-            raise BundleError(
-                f"policy {policy.name!r} {why}, and this bundle was exported with "
-                "--no-attn-mass; use streaming, window or full, or re-export without it")
+        check_policy(m, policy, budget)
         d = m.dims
         cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim,
                                  bundle.cache_dtype, budget=budget,
@@ -483,13 +475,22 @@ class _Turn:
     asked_at: int  # Session.pos at the call
 
 
-def check_budget(manifest: Any, policy: Policy, budget: int, flag: str = "--budget") -> None:
-    """Whether a session of `policy` at `budget` fits the bundle, before any cache exists."""
+def check_policy(manifest: Any, policy: Policy, budget: int, flag: str = "--budget") -> None:
+    """Whether a session of `policy` at `budget` can run on the bundle, before any cache
+    exists: its budget fits, and the bundle gives the attention mass the policy reads."""
     if budget > manifest.budget:
         raise BudgetError(
             f"{flag} {budget} exceeds the bundle's budget {manifest.budget}; a bundle's budget "
             "can be lowered at run time, not raised (re-export with a larger --budget)")
     policy.check_budget(budget, manifest.chunk)
+    # gqa bundles without the mass read one slot bias for every head (Policy.same_slots)
+    needs_head_bias = manifest.attention == "gqa" and not policy.same_slots
+    if not manifest.attn_mass and (policy.reads_mass or needs_head_bias):
+        why = ("scores slots by attention" if policy.reads_mass
+               else "keeps different slots in different heads")
+        raise BundleError(
+            f"policy {policy.name!r} {why}, and this bundle was exported with "
+            "--no-attn-mass; use streaming, window or full, or re-export without it")
 
 
 def _refuse_non_finite(embeds: np.ndarray) -> None:

@@ -17,7 +17,7 @@ from edgekv.export.manifest import Manifest
 from edgekv.runtime.bundle import Bundle
 from edgekv.runtime.errors import BudgetError, EdgeKVError
 from edgekv.runtime.policies import make_policy
-from edgekv.runtime.session import Session, check_budget
+from edgekv.runtime.session import Session, check_policy
 from edgekv.tools.ppl import read_text, streaming_ppl, text_tokens
 
 
@@ -115,4 +115,4 @@ def check_cells(manifest: Manifest, budgets: list[int], policies: list[str]) -> 
         raise EdgeKVError("--budgets and --policies each need at least one value")
     for budget in budgets:
         for spec in policies:
-            check_budget(manifest, make_policy(spec), budget, "--budgets")
+            check_policy(manifest, make_policy(spec), budget, "--budgets")

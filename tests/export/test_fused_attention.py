@@ -157,6 +157,12 @@ def test_a_bundle_without_attention_mass(tiny_bundle, attention):
     assert out.attn_mass.shape[-1] == BUDGET + 1 and not out.attn_mass.any()
     with pytest.raises(EdgeKVError, match="--no-attn-mass"):
         Session.open(without, policy="h2o")
+    # eval quality refuses it before its first cell runs, not when the h2o cell opens
+    from edgekv.tools.quality import check_cells
+
+    with pytest.raises(EdgeKVError, match="'h2o' scores slots by attention"):
+        check_cells(without.manifest, [BUDGET], ["streaming", "h2o"])
+    check_cells(without.manifest, [BUDGET], ["streaming", "window"])
 
 
 def test_the_memory_plan_counts_the_scratch_rows(tiny_bundle):
