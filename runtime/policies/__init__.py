@@ -64,6 +64,9 @@ def _one(spec: str) -> Policy:
         low, high = cls.ranges.get(key, (-math.inf, math.inf))
         if not low <= value <= high:  # NaN too
             raise PolicyError(f"{name}: {key}={raw} is outside {low:g}..{high:g}")
+        if key in cls.odd and value % 2 == 0:
+            raise PolicyError(f"{name}: {key}={raw} must be odd (a window centred on each "
+                              f"token): {value - 1} or {value + 1}")
     return cls(**kwargs)
 
 

@@ -51,6 +51,9 @@ class Policy:
     summary: ClassVar[str] = ""
     # (lowest, highest) each numeric parameter may take; make_policy refuses others
     ranges: ClassVar[dict[str, tuple[float, float]]] = {}
+    # Parameters that must be odd: a window centred on each token has as many neighbours on
+    # either side (an even width would pool as wide as the next odd one, without a word).
+    odd: ClassVar[tuple[str, ...]] = ()
     # Evicts only the oldest tokens after the sinks, so ranks move together (keys cached
     # rotated then turn only the sinks; runtime/key_rotation.py).
     oldest_first: ClassVar[bool] = False

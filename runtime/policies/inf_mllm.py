@@ -45,6 +45,7 @@ class InfMLLM(Policy):
         "decay": (0, 1), "smooth": (1, float("inf")),
         # finite: an infinite tilt is inf * 0 = NaN at rank 0; 1e6 already means newest wins
         "bias": (0, 1e6)}
+    odd: ClassVar[tuple[str, ...]] = ("smooth",)
     sinks: int = 4
     recent: float = 0.5
     retrieval: int = 32

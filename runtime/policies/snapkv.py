@@ -21,6 +21,7 @@ class SnapKV(Policy):
     summary: ClassVar[str] = "observation-window attention, pooled, per-head top-k (SnapKV)"
     ranges: ClassVar[dict[str, tuple[float, float]]] = {"window": (1, float("inf")),
                                                         "kernel": (1, float("inf"))}
+    odd: ClassVar[tuple[str, ...]] = ("kernel",)
     window: int = 16  # observation window: the last queries whose attention scores the cache
     kernel: int = 7  # neighbour pooling width (SnapKV's default)
 

@@ -73,6 +73,9 @@ def test_every_registered_policy_has_a_name_and_summary():
     ("inf-mllm:bias=inf", "bias=inf is outside 0..1e+06"),
     ("structured:similarity=nan", "similarity=nan is outside 0..1"),
     ("streaming:sinks=4,sinks=8", "sinks is given twice"),
+    # an even width pooled as wide as the next odd one, without a word
+    ("snapkv:kernel=4", "kernel=4 must be odd (a window centred on each token): 3 or 5"),
+    ("inf-mllm:smooth=2", "smooth=2 must be odd (a window centred on each token): 1 or 3"),
 ])
 def test_parameters_outside_their_range_are_refused(spec, message):
     with pytest.raises(PolicyError, match=re.escape(message)):

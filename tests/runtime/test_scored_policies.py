@@ -197,8 +197,8 @@ def _within(seconds: float, run) -> None:
 
 
 @pytest.mark.parametrize("spec", ["snapkv:window=100000000000000000000",
-                                  "snapkv:kernel=100000000000000000000",
-                                  "inf-mllm:smooth=100000000000000000000",
+                                  "snapkv:kernel=100000000000000000001",
+                                  "inf-mllm:smooth=100000000000000000001",
                                   "inf-mllm:retrieval=100000000000000000000",
                                   "h2o+snapkv:window=100000000000000000000"])
 def test_windows_and_kernels_beyond_the_cache_act_as_the_whole_cache(spec):
