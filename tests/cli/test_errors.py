@@ -80,6 +80,16 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.stderr.strip().startswith("edgekv: error: no bundle at")
 
 
+def test_a_reader_that_leaves_early_is_no_error():
+    # `edgekv policies | head -1`: the pipe closes before the output is written
+    proc = subprocess.Popen([sys.executable, "-m", "edgekv.cli", "policies"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait() == 141
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
 def test_a_library_warning_is_one_line_without_a_source_location(tiny_bundle):
     bundle = tiny_bundle(key_rope="cached")  # h2o then turns keys every step: a warning
     proc = subprocess.run([sys.executable, "-m", "edgekv.cli", "run", str(bundle), "--policy",
