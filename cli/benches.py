@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edgekv.cli.common import (
-    add_session_args,
-    open_session,
-    seed_arg,
-)
+from edgekv.cli.common import add_session_args, open_session, seed_arg
 from edgekv.runtime.errors import EdgeKVError
 from edgekv.tools.int_list import int_list
 

@@ -8,10 +8,7 @@ import shutil
 import sys
 from typing import Any
 
-from edgekv.cli.common import (
-    print_lines,
-    writable,
-)
+from edgekv.cli.common import print_lines, writable
 from edgekv.runtime.errors import EdgeKVError
 
 DEFAULT_BUDGET, DEFAULT_CHUNK = 2048, 64

@@ -7,13 +7,7 @@ import json
 import sys
 from typing import Any
 
-from edgekv.cli.common import (
-    add_session_args,
-    open_session,
-    print_lines,
-    say,
-    seed_arg,
-)
+from edgekv.cli.common import add_session_args, open_session, print_lines, say, seed_arg
 from edgekv.runtime.errors import EdgeKVError
 from edgekv.tools.int_list import int_list
 
