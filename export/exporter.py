@@ -333,8 +333,9 @@ def export_model(
                           "prompt_tokens": len(ids), "backend": "ort", "vs_hf": vs_hf}
             if quantized:
                 validation["float_weights_vs_hf"] = structure
-            if vision is not None:
-                validation.update(vision.validate(tmp, tolerance, log))
+            if vision is not None:  # int4: checked against its weights, as the text is
+                steps = (step, _with_weights(step, dequantized)) if quantized else None
+                validation.update(vision.validate(tmp, tolerance, log, steps))
             # The manifest is not among the hashed files, so the digests stay valid.
             manifest = replace(manifest, validation=validation)
             manifest.save(tmp)

@@ -54,21 +54,27 @@ def compare(bundle_dir: str | Path, model: Any, ids: list[int], backend: str = "
     return max_diff(bundle_dir, ids, hf_logits(model, ids), backend)
 
 
-def step_logits(bundle_dir: str | Path, step: Any, ids: list[int]) -> np.ndarray:
-    """`step` (a DecoderStep) run eagerly on `ids` through the bundle's cache path, chunk by
-    chunk with the `full` policy: [n, V]."""
+def step_session(bundle: Bundle, step: Any) -> Session:
+    """A `full`-policy session running `step` (a DecoderStep) eagerly on the bundle's cache
+    path (M-RoPE positions too, for a Qwen2-VL bundle)."""
     from edgekv.runtime import key_rotation
     from edgekv.runtime.backends.torch_ref import TorchBackend
     from edgekv.runtime.cache import KVCache
     from edgekv.runtime.policies import make_policy
 
-    bundle = Bundle.open(bundle_dir)
     m = bundle.manifest
     d = m.dims
-    cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim, bundle.kv_dtype)
+    cache = KVCache.allocate(d.num_layers, d.num_kv_heads, m.budget, d.head_dim, bundle.kv_dtype,
+                             mrope=m.position_scheme == "mrope")
     key_rotation.attach(cache, m, m.position_mode)
-    session = Session(bundle, make_policy("full"), TorchBackend(step, cache), cache,
-                      m.position_mode, m.chunk)
+    return Session(bundle, make_policy("full"), TorchBackend(step, cache), cache,
+                   m.position_mode, m.chunk)
+
+
+def step_logits(bundle_dir: str | Path, step: Any, ids: list[int]) -> np.ndarray:
+    """`step` (a DecoderStep) run eagerly on `ids` through the bundle's cache path, chunk by
+    chunk with the `full` policy: [n, V]."""
+    session = step_session(Bundle.open(bundle_dir), step)
     parts: list[np.ndarray] = []
     session.feed(ids, on_chunk=lambda _offset, logits: parts.append(logits.copy()))
     return np.concatenate(parts)

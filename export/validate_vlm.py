@@ -68,9 +68,14 @@ def hf_logits(model: Any, inputs: dict[str, Any]) -> np.ndarray:
 
 
 def bundle_logits(bundle_dir: str | Path, chat: list[dict[str, Any]], images: list[Any],
-                  backend: str = "ort") -> np.ndarray:
+                  backend: str = "ort", step: Any = None) -> np.ndarray:
+    """The bundle's logits [n, V] for the chat with `images`; with `step` (a DecoderStep), that
+    step run eagerly in place of the decoder graph (the vision graph is still the bundle's)."""
+    from edgekv.export.validate import step_session
+
     bundle = Bundle.open(bundle_dir)
-    session = Session.open(bundle, policy="full", backend=backend)
+    session = (Session.open(bundle, policy="full", backend=backend) if step is None
+               else step_session(bundle, step))
     text = bundle.text.render(chat, add_generation_prompt=True)
     parts: list[np.ndarray] = []
     session.feed_prompt(text, images, on_chunk=lambda _o, logits: parts.append(logits.copy()))
@@ -117,3 +122,24 @@ def compare(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
     """(max |logit diff|, prompt tokens) for `images` followed by a question."""
     ours, ref = both_logits(bundle_dir, vlm, images, backend)
     return float(np.abs(ours - ref).max()), ours.shape[0]
+
+
+def compare_quantized(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
+                      float_step: Any, quantized_step: Any) -> tuple[float, float, int]:
+    """(float-weight step vs HF, bundle vs its dequantized weights, prompt tokens) for an int4
+    bundle and `images` followed by a question. Quantization moves the logits by more than any
+    tolerance, so, as for text, the first proves that the vision graph, the prompt layout and
+    the decoder are HF's model (eagerly, with the float weights), the second that the quantized
+    graph computes its own weights."""
+    spec = Bundle.open(bundle_dir).manifest.vision
+    images = [fitted(image, spec) for image in images]
+    chat = messages(len(images))
+    ref = hf_logits(vlm.model, hf_inputs(vlm, spec, chat, images))
+    structure = bundle_logits(bundle_dir, chat, images, step=float_step)
+    if structure.shape != ref.shape:
+        raise ModelError(f"edgekv fed {structure.shape[0]} tokens, HF {ref.shape[0]}: the prompt "
+                         "layouts differ, so the logits cannot be compared")
+    ours = bundle_logits(bundle_dir, chat, images)
+    exact = bundle_logits(bundle_dir, chat, images, step=quantized_step)
+    return (float(np.abs(structure - ref).max()), float(np.abs(ours - exact).max()),
+            ours.shape[0])

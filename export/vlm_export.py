@@ -58,14 +58,20 @@ class VisionExport:
         scheme = "mrope" if manifest.dims.mrope_section else "rope"
         return replace(manifest, vision=spec, position_scheme=scheme, tokenizer=tokenizer)
 
-    def validate(self, bundle_dir: Path, tolerance: float, log: Log) -> dict[str, Any]:
-        """Image + question through the bundle vs HF; raises ModelError beyond `tolerance`."""
+    def validate(self, bundle_dir: Path, tolerance: float, log: Log,
+                 steps: tuple[Any, Any] | None = None) -> dict[str, Any]:
+        """Image + question through the bundle vs HF; raises ModelError beyond `tolerance`.
+        An int4 bundle passes `steps` (its DecoderStep with the float weights, and with the
+        dequantized ones) and is checked as its text is (`_validate_quantized`)."""
         from edgekv.export.validate_vlm import compare, sample_picture
         from edgekv.runtime.bundle import Bundle
 
         manifest = Bundle.open(bundle_dir).manifest
+        picture = sample_picture(manifest.vision)
         try:
-            diff, tokens = compare(bundle_dir, self.vlm, [sample_picture(manifest.vision)])
+            if steps is not None:
+                return self._validate_quantized(bundle_dir, picture, steps, tolerance, log)
+            diff, tokens = compare(bundle_dir, self.vlm, [picture])
         except BudgetError as exc:
             raise ModelError(
                 f"the image check (a picture and a question, the whole prompt in the cache) "
@@ -77,3 +83,26 @@ class VisionExport:
             raise ModelError(f"exported vision + decoder graphs differ from the HF model by "
                              f"{diff:.3e} > {tolerance:.0e}; bundle not written")
         return {"image_max_abs_logit_diff": diff, "image_prompt_tokens": tokens}
+
+    def _validate_quantized(self, bundle_dir: Path, picture: Any, steps: tuple[Any, Any],
+                            tolerance: float, log: Log) -> dict[str, Any]:
+        """int4: the float-weight step with the vision graph vs HF at fp32's tolerance, then
+        the bundle vs its dequantized weights at `tolerance` (the text check's two steps)."""
+        from edgekv.export.exporter import DEFAULT_TOLERANCE
+        from edgekv.export.validate_vlm import compare_quantized
+
+        structure, diff, tokens = compare_quantized(bundle_dir, self.vlm, [picture], *steps)
+        log(f"validation: image + text, max |logit diff| vs HF with the float weights = "
+            f"{structure:.2e} (eager), vs the dequantized weights = {diff:.2e} over {tokens} "
+            f"tokens")
+        if not structure <= DEFAULT_TOLERANCE["fp32"]:
+            raise ModelError(f"the exported vision graph and decoder, with float weights, differ "
+                             f"from the HF model by {structure:.3e} > "
+                             f"{DEFAULT_TOLERANCE['fp32']:.0e} on an image prompt; bundle not "
+                             "written")
+        if not diff <= tolerance:
+            raise ModelError(f"the int4 decoder differs from its dequantized weights by "
+                             f"{diff:.3e} > {tolerance:.0e} on an image prompt; bundle not "
+                             "written")
+        return {"image_max_abs_logit_diff": diff, "image_float_weights_vs_hf": structure,
+                "image_prompt_tokens": tokens}

@@ -94,19 +94,22 @@ def _randomize_norms(model) -> None:
                 p.uniform_(0.5, 1.5)
 
 
-def build(family: str, directory: Path) -> Path:
+def build(family: str, directory: Path, vision: dict | None = None,
+          text: dict | None = None) -> Path:
     """Write a tiny seeded model of `family` (one of FAMILIES) with its processor into
-    `directory`."""
+    `directory`; `vision` and `text` override fields of its vision and text configs (the
+    processor stays)."""
     import transformers as tf
 
     torch.manual_seed(0)
     base = "llava" if family.startswith("llava") else family
     tok, vocab = tokenizer(base)
+    text_overrides = text or {}
     if family == "idefics3":
         config = tf.Idefics3Config(
             vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                               num_attention_heads=4, image_size=64, patch_size=8),
-            text_config=_text_config("llama", vocab, tok), scale_factor=2,
+                               num_attention_heads=4, image_size=64, patch_size=8) | (vision or {}),
+            text_config=_text_config("llama", vocab, tok) | text_overrides, scale_factor=2,
             image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id,
             tie_word_embeddings=True)
         model = tf.Idefics3ForConditionalGeneration(config)
@@ -117,22 +120,22 @@ def build(family: str, directory: Path) -> Path:
                                          chat_template=SMOLVLM_TEMPLATE)
     elif base == "llava":
         if family == "llava-clip":
-            vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
-                          num_hidden_layers=3, num_attention_heads=4, image_size=32, patch_size=8,
-                          projection_dim=32)
+            tower = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=3, num_attention_heads=4, image_size=32, patch_size=8,
+                         projection_dim=32)
             extra = dict(vision_feature_layer=-2, vision_feature_select_strategy="default")
             image_processor = tf.LlavaImageProcessorPil(size={"shortest_edge": 32},
                                                         crop_size={"height": 32, "width": 32})
             text_kind, additional = "llama", 1
         else:
-            vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
-                          num_hidden_layers=3, num_attention_heads=4, image_size=32,
-                          patch_size=8)
+            tower = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=3, num_attention_heads=4, image_size=32,
+                         patch_size=8)
             extra = dict(vision_feature_layer=[-3, -1], vision_feature_select_strategy="full")
             image_processor = tf.SiglipImageProcessorPil(size={"height": 32, "width": 32})
             text_kind, additional = "qwen2", 0
-        text = _text_config(text_kind, vocab, tok)
-        config = tf.LlavaConfig(vision_config=vision, text_config=text,
+        text = _text_config(text_kind, vocab, tok) | text_overrides
+        config = tf.LlavaConfig(vision_config=tower | (vision or {}), text_config=text,
                                 image_token_index=tok.convert_tokens_to_ids("<image>"),
                                 image_seq_length=16, tie_word_embeddings=True, **extra)
         model = tf.LlavaForConditionalGeneration(config)
@@ -144,12 +147,13 @@ def build(family: str, directory: Path) -> Path:
     elif family == "qwen2_vl":
         text = _text_config("qwen2", vocab, tok,
                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                             "mrope_section": [2, 3, 3]})
+                                             "mrope_section": [2, 3, 3]}) | text_overrides
         text["model_type"] = "qwen2_vl_text"
         config = tf.Qwen2VLConfig(
             text_config=text,
             vision_config=dict(depth=2, embed_dim=32, num_heads=4, hidden_size=64, patch_size=4,
-                               spatial_merge_size=2, temporal_patch_size=2, mlp_ratio=2),
+                               spatial_merge_size=2, temporal_patch_size=2, mlp_ratio=2)
+            | (vision or {}),
             image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
             video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
             vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
@@ -196,3 +200,23 @@ def image(height: int, width: int, seed: int = 0):
     base = np.stack([np.sin(x / (3 + seed)), np.cos(y / 5), np.sin((x + y) / 7)], -1)
     noisy = 127.5 * (1 + base) + rng.normal(0, 20, (height, width, 3))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def idefics3_model(image_size: int, patch_size: int, scale_factor: int):
+    """A tiny seeded Idefics3 model in memory (no tokenizer or processor), for checks of the
+    vision graph's module against HF's image features at tower geometries the saved fixture
+    does not have. Position embeddings are drawn at scale 1 (HF's init is 0.02), so a wrong
+    position id moves the features well beyond float rounding."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    text = dict(model_type="llama", vocab_size=64, hidden_size=64, intermediate_size=64,
+                num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)
+    config = tf.Idefics3Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=4, image_size=image_size, patch_size=patch_size),
+        text_config=text, scale_factor=scale_factor)
+    model = tf.Idefics3ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.model.vision_model.embeddings.position_embedding.weight.normal_(0, 1)
+    return model

@@ -51,7 +51,11 @@ def _position_ids(config: Any, frame_size: int) -> torch.Tensor:
     per_side = config.image_size // config.patch_size
     n = frame_size // config.patch_size
     boundaries = torch.arange(1 / per_side, 1.0, 1 / per_side)
-    coords = torch.clamp(torch.arange(n, dtype=torch.float32) / n, max=1.0 - 1e-6)
+    # HF multiplies each index by a float32 step (1 / the frame's patches a side), not divides:
+    # i * (1/n) and i / n round to different sides of a bucket boundary for some sizes
+    # (25 or 23 patches a side, 20 patches in a tower of 40), moving whole rows of positions.
+    step = 1.0 / torch.tensor(n)
+    coords = torch.clamp(torch.arange(n, dtype=torch.float32) * step, max=1.0 - 1e-6)
     bucket = torch.bucketize(coords, boundaries, right=True)
     return (bucket[:, None] * per_side + bucket[None, :]).reshape(-1)
 
@@ -69,12 +73,21 @@ class Idefics3Adapter(VisionLanguageAdapter):
 
     def _frame_size(self, model: Any, setup: VisionSetup) -> int:
         vc = model.config.vision_config
+        step = vc.patch_size * model.config.scale_factor
         if setup.image_size is None:
-            return int(vc.image_size)
+            # the connector pixel-shuffles scale x scale blocks of patches: a frame that is not
+            # whole blocks cannot be encoded (HF's own forward fails on it too)
+            size = int(vc.image_size)
+            if size % step:
+                raise ModelError(
+                    f"this Idefics3 model's own {size}x{size} frames are not a multiple of "
+                    f"{step} (patch {vc.patch_size} x scale_factor {model.config.scale_factor}): "
+                    "its connector cannot pixel-shuffle them; pass an --image-size that is")
+            return size
         h, w = setup.image_size
-        if h != w or h % (vc.patch_size * model.config.scale_factor):
+        if h != w or h % step:
             raise ModelError(f"--image-size for idefics3 must be square and a multiple of "
-                             f"{vc.patch_size * model.config.scale_factor}, not {h}x{w}")
+                             f"{step}, not {h}x{w}")
         return h
 
     def image_spec(

@@ -74,19 +74,7 @@ class LlavaAdapter(VisionLanguageAdapter):
                       do_rescale=bool(image_processor.do_rescale),
                       do_normalize=bool(image_processor.do_normalize),
                       image_mean=mean, image_std=std)
-        if getattr(image_processor, "do_pad", False):
-            raise ModelError("LLaVA processors that pad to a square (do_pad) are not supported")
-        if getattr(image_processor, "do_center_crop", False):
-            crop = image_processor.crop_size
-            if (crop["height"], crop["width"]) != (size, size):
-                raise ModelError(f"processor crop {crop} does not match the tower's {size}")
-            preprocess = Preprocess(kind=CLIP, shortest_edge=int(image_processor.size[
-                "shortest_edge"]), **common)
-        else:
-            got = (image_processor.size["height"], image_processor.size["width"])
-            if got != (size, size):
-                raise ModelError(f"processor size {got} does not match the tower's {size}")
-            preprocess = Preprocess(kind=SQUARE, **common)
+        preprocess = _preprocess(image_processor, size, common)
         patches = (size // vc.patch_size) ** 2
         has_cls = model.config.vision_config.model_type == "clip_vision_model"
         dropped = model.config.vision_feature_select_strategy == "default"
@@ -97,6 +85,36 @@ class LlavaAdapter(VisionLanguageAdapter):
                              tokens_per_frame=tokens)
         token_id(tokenizer, image_token)
         return preprocess, layout
+
+
+def _preprocess(image_processor: Any, size: int, common: dict[str, Any]) -> Preprocess:
+    """The runtime's recipe for the processor's frames: a shortest-edge resize and centre crop
+    (CLIP), or a resize to the tower's square (SigLIP; a crop of that size is then a no-op).
+    Processors that make frames another way are refused with what they do."""
+    if getattr(image_processor, "do_pad", False):
+        raise ModelError("LLaVA processors that pad to a square (do_pad) are not supported")
+    resize = image_processor.size
+    crop = image_processor.crop_size if getattr(image_processor, "do_center_crop", False) else None
+    if crop is not None and (crop.get("height"), crop.get("width")) != (size, size):
+        raise ModelError(f"processor crop {crop.get('height')}x{crop.get('width')} does not match "
+                         f"the tower's {size}x{size}")
+    shortest, longest = resize.get("shortest_edge"), resize.get("longest_edge")
+    if shortest and not longest:
+        if crop is None:  # the frame keeps the picture's aspect; the tower takes one square
+            raise ModelError(f"the processor resizes the shortest edge to {shortest} without a "
+                             f"centre crop: its frames are not the tower's {size}x{size}")
+        return Preprocess(kind=CLIP, shortest_edge=int(shortest), **common)
+    fixed = (resize.get("height"), resize.get("width"))
+    if not shortest and fixed == (size, size):
+        return Preprocess(kind=SQUARE, **common)
+    raise ModelError(f"processor size {_described(resize)} is not supported for LLaVA: a "
+                     f"shortest edge with a centre crop, or height x width {size}x{size}")
+
+
+def _described(size: Any) -> str:
+    """The keys a processor's size sets (HF's SizeDict lists every key, unset ones None)."""
+    keys = ("height", "width", "shortest_edge", "longest_edge", "max_height", "max_width")
+    return "{" + ", ".join(f"{k}: {size.get(k)}" for k in keys if size.get(k)) + "}"
 
 
 def _native_size(model: Any, setup: VisionSetup) -> int:

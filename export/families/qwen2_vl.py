@@ -105,6 +105,11 @@ class Qwen2VLAdapter(VisionLanguageAdapter):
         self, model: Any, image_processor: Any, tokenizer: Any, setup: VisionSetup
     ) -> tuple[Preprocess, ImageLayout]:
         vc = model.config.vision_config
+        width = int(self.text_config(model).hidden_size)
+        if vc.hidden_size != width:  # the merger's output replaces token embeddings one for one
+            raise ModelError(f"the vision merger gives features {vc.hidden_size} wide, the "
+                             f"language model's embeddings are {width}: the model's vision and "
+                             "text configs disagree (HF cannot run it either)")
         h, w = self._size(model, image_processor, setup)
         mean, std = mean_std(image_processor)
         preprocess = Preprocess(
