@@ -120,6 +120,8 @@ class DecoderStep(nn.Module):
         self.cached_rope = cached_rope
         if gqa and not (cached_rope and rope_table):
             raise ValueError("gqa attention needs keys cached rotated and a RoPE table")
+        if gqa:
+            gqa_op.check_head_dim(dims.head_dim)
         self.gqa = gqa
         self.attn_mass = attn_mass
         self.layers = nn.ModuleList(DecoderLayer(dims, fused_norm) for _ in range(dims.num_layers))

@@ -32,6 +32,21 @@ from __future__ import annotations
 import torch
 
 from edgekv.export import rope_op
+from edgekv.runtime.errors import ModelError
+
+# ONNX Runtime's GroupQueryAttention (CPU, 1.32) refuses to run a head size that is not a
+# multiple of 16 when it rotates q and k itself (do_rotary), and of 8 otherwise; the kernel
+# would fail on the first call, at export validation, with a traceback.
+HEAD_DIM_MULTIPLE = 16
+
+
+def check_head_dim(head_dim: int) -> None:
+    """Refuse, as one line, a head size the kernel cannot run."""
+    if head_dim % HEAD_DIM_MULTIPLE:
+        raise ModelError(
+            f"--attention gqa: ONNX Runtime's GroupQueryAttention with rotary needs a head_dim "
+            f"that is a multiple of {HEAD_DIM_MULTIPLE}; this model's is {head_dim}: export "
+            "with --attention graph")
 
 
 @torch.library.custom_op("edgekv::gqa", mutates_args=())

@@ -27,7 +27,8 @@ def bundle_logits(bundle_dir: str | Path, ids: list[int], backend: str = "ort",
     session = Session.open(bundle, policy="full", backend=backend)
     parts: list[np.ndarray] = []
     head = ids if decode_from is None else ids[:decode_from]
-    session.feed(head, on_chunk=lambda _offset, logits: parts.append(logits.copy()))
+    if head:  # a one-token prompt (budget 1) is all decoded: feed refuses an empty one
+        session.feed(head, on_chunk=lambda _offset, logits: parts.append(logits.copy()))
     parts += [session.step(bundle.embed(ids[i:i + 1])).copy() for i in range(len(head), len(ids))]
     return np.concatenate(parts)
 

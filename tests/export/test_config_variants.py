@@ -14,8 +14,9 @@ from edgekv.export.manifest import Manifest
 from edgekv.runtime.errors import ModelError
 
 
-def _export(model_dir: Path, out: Path, budget: int = 96, **options) -> Manifest:
-    return export(str(model_dir), out, ExportOptions(budget=budget, chunk=16, **options),
+def _export(model_dir: Path, out: Path, budget: int = 96, chunk: int = 16,
+            **options) -> Manifest:
+    return export(str(model_dir), out, ExportOptions(budget=budget, chunk=chunk, **options),
                   log=lambda _m: None)
 
 
@@ -87,3 +88,31 @@ def test_fp16_fused_attention(tiny_model_dir, tmp_path):
                        attention="gqa")
     assert manifest.dtype == "fp16"
     assert _matches_hf(manifest)
+
+
+@pytest.mark.parametrize("head_dim", [24, 40])
+def test_gqa_refuses_a_head_dim_its_kernel_cannot_run(tiny_model_dir, tmp_path, head_dim):
+    # GroupQueryAttention with rotary runs head sizes in multiples of 16 only; the graph
+    # attention has no such bound and matches HF
+    model = tiny_model_dir("llama", head_dim=head_dim)
+    with pytest.raises(ModelError, match=f"head_dim that is a multiple of 16; this model's is "
+                                         f"{head_dim}: export with --attention graph"):
+        _export(model, tmp_path / "gqa", key_rope="cached", attention="gqa")
+    assert not (tmp_path / "gqa").exists()
+    manifest = _export(model, tmp_path / "graph", key_rope="cached")
+    assert manifest.dims.head_dim == head_dim
+    assert _matches_hf(manifest)
+
+
+@pytest.mark.parametrize("options", [
+    {"dtype": "int4"},
+    {"key_rope": "cached", "attention": "gqa", "kv_cache": "int8", "attn_mass": False},
+], ids=["int4", "int8-cache"])
+def test_one_slot_budget(tiny_model_dir, tmp_path, options):
+    # budget 1: the validation prompt is one token, and the drift check that decodes its
+    # second half decodes all of it (it used to feed an empty first half: "nothing to feed")
+    manifest = _export(tiny_model_dir("llama"), tmp_path / "b", budget=1, chunk=1, **options)
+    assert manifest.validation["prompt_tokens"] == 1
+    assert _matches_hf(manifest)
+    drift = manifest.validation.get("compute_vs_hf", manifest.validation.get("kv_int8_vs_hf"))
+    assert drift is not None and drift < 1.0
