@@ -102,18 +102,27 @@ def _picture_size(pre: Any) -> tuple[int, int]:
     return max(pre.tile_rows, 1) * pre.height, max(pre.tile_cols, 1) * pre.width
 
 
+def _fitted_prompt(bundle_dir: str | Path, images: list[Any], question: str = QUESTION
+                   ) -> tuple[VisionSpec, list[dict[str, Any]], list[Any]]:
+    """(the bundle's vision spec, the chat, the pictures `fitted` to its frames)."""
+    spec = Bundle.open(bundle_dir).manifest.vision
+    return spec, messages(len(images), question), [fitted(image, spec) for image in images]
+
+
+def _same_layout(ours: np.ndarray, ref: np.ndarray) -> None:
+    if ours.shape != ref.shape:
+        raise ModelError(f"edgekv fed {ours.shape[0]} tokens, HF {ref.shape[0]}: the prompt "
+                         "layouts differ, so the logits cannot be compared")
+
+
 def both_logits(bundle_dir: str | Path, vlm: VisionLanguageModel, images: list[Any],
                 backend: str = "ort", question: str = QUESTION) -> tuple[np.ndarray, np.ndarray]:
     """(the bundle's, HF's) logits [n, V] for `images` followed by `question`; each picture
     first `fitted` to the bundle's frames."""
-    spec = Bundle.open(bundle_dir).manifest.vision
-    images = [fitted(image, spec) for image in images]
-    chat = messages(len(images), question)
+    spec, chat, images = _fitted_prompt(bundle_dir, images, question)
     ref = hf_logits(vlm.model, hf_inputs(vlm, spec, chat, images))
     ours = bundle_logits(bundle_dir, chat, images, backend)
-    if ours.shape != ref.shape:
-        raise ModelError(f"edgekv fed {ours.shape[0]} tokens, HF {ref.shape[0]}: the prompt "
-                         "layouts differ, so the logits cannot be compared")
+    _same_layout(ours, ref)
     return ours, ref
 
 
@@ -131,14 +140,10 @@ def compare_quantized(bundle_dir: str | Path, vlm: VisionLanguageModel, images: 
     tolerance, so, as for text, the first proves that the vision graph, the prompt layout and
     the decoder are HF's model (eagerly, with the float weights), the second that the quantized
     graph computes its own weights."""
-    spec = Bundle.open(bundle_dir).manifest.vision
-    images = [fitted(image, spec) for image in images]
-    chat = messages(len(images))
+    spec, chat, images = _fitted_prompt(bundle_dir, images)
     ref = hf_logits(vlm.model, hf_inputs(vlm, spec, chat, images))
     structure = bundle_logits(bundle_dir, chat, images, step=float_step)
-    if structure.shape != ref.shape:
-        raise ModelError(f"edgekv fed {structure.shape[0]} tokens, HF {ref.shape[0]}: the prompt "
-                         "layouts differ, so the logits cannot be compared")
+    _same_layout(structure, ref)
     ours = bundle_logits(bundle_dir, chat, images)
     exact = bundle_logits(bundle_dir, chat, images, step=quantized_step)
     return (float(np.abs(structure - ref).max()), float(np.abs(ours - exact).max()),
