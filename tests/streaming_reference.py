@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from edgekv.tools.hf_cache import cache_kwargs
+
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
@@ -47,7 +49,7 @@ def streaming_nll(model, ids: list[int], budget: int, chunk: int, sinks: int = 4
                 rotated = keys[layer] * cos + _rotate_half(keys[layer]) * sin
                 cache.update(rotated, values[layer], layer)
         out = model(input_ids=part, position_ids=torch.arange(n, n + c)[None],
-                    past_key_values=cache, use_cache=True)
+                    **cache_kwargs(model, cache), use_cache=True)
         cos, sin = rotary(out.logits, torch.arange(n, n + c)[None])
         cos, sin = cos[:, None], sin[:, None]
         for layer in range(n_layers):

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import psutil
 
+from edgekv.tools.hf_cache import cache_kwargs
 from edgekv.tools.ppl import log_probs_of, read_text, window_ppl
 
 
@@ -30,7 +31,7 @@ def full_cache_nll(model, ids: np.ndarray, chunk: int, window: int) -> tuple[np.
     with torch.inference_mode():
         for start in range(0, len(ids), chunk):
             part = torch.from_numpy(ids[start : start + chunk])[None]
-            logits = model(input_ids=part, past_key_values=cache, use_cache=True).logits[0]
+            logits = model(input_ids=part, **cache_kwargs(model, cache), use_cache=True).logits[0]
             logits = logits.float().numpy()
             c = part.shape[1]
             if prev_last is not None:

@@ -16,6 +16,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, DynamicCache
 
+    from edgekv.tools.hf_cache import cache_kwargs
+
     torch.set_num_threads(spec["threads"])
     model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32).eval()
     log(f"hf: loaded {spec['model']}")
@@ -25,7 +27,7 @@ def main() -> None:
             score = Perplexity(ids)
             for start, part in chunks(ids, 512):
                 positions = torch.arange(start, start + len(part))[None]
-                out = model(input_ids=torch.tensor([part]), past_key_values=cache,
+                out = model(input_ids=torch.tensor([part]), **cache_kwargs(model, cache),
                             position_ids=positions, use_cache=True)
                 score.add(out.logits[0].float().numpy(), start)
             emit(score.result())
@@ -37,7 +39,7 @@ def main() -> None:
             def feed(part: list[int]) -> None:
                 ids = torch.tensor([part])
                 positions = torch.arange(pos[0], pos[0] + len(part))[None]
-                model(input_ids=ids, past_key_values=cache, position_ids=positions,
+                model(input_ids=ids, **cache_kwargs(model, cache), position_ids=positions,
                       use_cache=True, logits_to_keep=1)
                 pos[0] += len(part)
 
