@@ -128,3 +128,23 @@ def test_verify_takes_a_prompt_with_bytes_argv_could_not_decode(capsys, tiny_bun
             "--prompt", "caf\udce9 au lait"]
     assert main(argv) == 0
     assert "PASS" in capsys.readouterr().out
+
+
+def test_every_command_renders_its_help():
+    # argparse formats help text (its %-escapes too) only when --help asks for it: a stray
+    # "%" in one flag's help would otherwise surface as a traceback for the first user
+    import argparse
+
+    from edgekv.cli import build_parser
+
+    def commands(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from commands(sub)
+
+    rendered = {p.prog: p.format_help() for p in commands(build_parser())}
+    assert {"edgekv export", "edgekv run", "edgekv eval ppl", "edgekv bench"} <= set(rendered)
+    assert len(rendered) == 17  # edgekv, 13 commands, eval's 3 evaluations
+    assert all("usage:" in text for text in rendered.values())
