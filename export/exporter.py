@@ -308,6 +308,7 @@ def export_model(
             diff = max_diff(tmp, ids, reference)
             log(f"validation: max |logit diff| vs HF = {diff:.2e} over {len(ids)} tokens")
             vs_hf = diff
+            exact_step = None  # int4: the step with the dequantized weights (a deep copy)
             if quantized:
                 # Quantization moves logits more than a missing bias or another activation
                 # would: that the graph is HF's model is checked on the float weights, eagerly
@@ -320,7 +321,8 @@ def export_model(
                         f"the exported decoder, with float weights, differs from the HF model "
                         f"by {structure:.3e} > {DEFAULT_TOLERANCE['fp32']:.0e}: it does not "
                         "compute what the model does; bundle not written")
-                diff = compare_with_step(tmp, _with_weights(step, dequantized), ids)
+                exact_step = _with_weights(step, dequantized)
+                diff = compare_with_step(tmp, exact_step, ids)
                 log(f"validation: max |logit diff| vs the dequantized weights = {diff:.2e} "
                     "(exact compute)")
             log(f"tolerance {tolerance:.0e}")
@@ -334,7 +336,7 @@ def export_model(
             if quantized:
                 validation["float_weights_vs_hf"] = structure
             if vision is not None:  # int4: checked against its weights, as the text is
-                steps = (step, _with_weights(step, dequantized)) if quantized else None
+                steps = (step, exact_step) if quantized else None
                 validation.update(vision.validate(tmp, tolerance, log, steps))
             # The manifest is not among the hashed files, so the digests stay valid.
             manifest = replace(manifest, validation=validation)
