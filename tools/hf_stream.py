@@ -26,12 +26,12 @@ def full_cache_nll(model, ids: np.ndarray, chunk: int, window: int) -> tuple[np.
     proc = psutil.Process()
     nll = np.zeros(len(ids))
     rss_at: dict[int, float] = {}
-    cache = DynamicCache(config=model.config)
+    as_cache = cache_kwargs(model, DynamicCache(config=model.config))  # one cache, every chunk
     prev_last = None
     with torch.inference_mode():
         for start in range(0, len(ids), chunk):
             part = torch.from_numpy(ids[start : start + chunk])[None]
-            logits = model(input_ids=part, **cache_kwargs(model, cache), use_cache=True).logits[0]
+            logits = model(input_ids=part, **as_cache, use_cache=True).logits[0]
             logits = logits.float().numpy()
             c = part.shape[1]
             if prev_last is not None:

@@ -23,23 +23,24 @@ def main() -> None:
     log(f"hf: loaded {spec['model']}")
     with torch.inference_mode():
         if spec["workload"] == "quality":
-            ids, cache = spec["quality_ids"], DynamicCache(config=model.config)
+            ids = spec["quality_ids"]
+            as_cache = cache_kwargs(model, DynamicCache(config=model.config))
             score = Perplexity(ids)
             for start, part in chunks(ids, 512):
                 positions = torch.arange(start, start + len(part))[None]
-                out = model(input_ids=torch.tensor([part]), **cache_kwargs(model, cache),
+                out = model(input_ids=torch.tensor([part]), **as_cache,
                             position_ids=positions, use_cache=True)
                 score.add(out.logits[0].float().numpy(), start)
             emit(score.result())
             return
         if spec["workload"] == "long":
-            cache = DynamicCache(config=model.config)
+            as_cache = cache_kwargs(model, DynamicCache(config=model.config))
             pos = [0]
 
             def feed(part: list[int]) -> None:
                 ids = torch.tensor([part])
                 positions = torch.arange(pos[0], pos[0] + len(part))[None]
-                model(input_ids=ids, **cache_kwargs(model, cache), position_ids=positions,
+                model(input_ids=ids, **as_cache, position_ids=positions,
                       use_cache=True, logits_to_keep=1)
                 pos[0] += len(part)
 
