@@ -68,8 +68,41 @@ def run_bench(opts: BenchOptions, log: Log = print) -> Result:
         long_runs = (long_children(name, child, opts.bundle, w) if opts.long
                      and name != "edgekv_int4" and "error" not in results[name] else None)
         results[name] = combine(results[name], long_runs)
+    same = same_process_runs(opts, ids, w, setup, results, logs, log)
     edgekv, edgekv_int4 = results.pop("edgekv"), results.pop("edgekv_int4")
-    return build_report(edgekv, results, edgekv_int4, bound)
+    return build_report(edgekv, results, edgekv_int4, bound, same)
+
+
+# (edgekv runner, its bundle option, the onnxruntime-genai peer of the same precision)
+SAME_PROCESS_PAIRS = (("edgekv", "bundle", "ort_genai_fp32"),
+                      ("edgekv_int4", "int4_bundle", "ort_genai_int4"))
+
+
+def same_process_runs(opts: BenchOptions, ids: TokenIds, w: Workloads, setup: Setup,
+                      results: dict[str, Result], logs: Path, log: Log) -> dict[str, Result]:
+    """edgekv's decode step and onnxruntime-genai's graph alternated in one child
+    (same_process.py), for each precision where both ran: free of the drift between
+    processes that the speed ratios carry."""
+    out: dict[str, Result] = {}
+    if not w.same_process_rounds:
+        return out
+    for ours, bundle_option, peer in SAME_PROCESS_PAIRS:
+        bundle = getattr(opts, bundle_option)
+        if peer not in results or bundle is None or any(
+                "error" in results[name] for name in (ours, peer)):
+            continue
+        log(f"bench: {ours} and {peer}'s graph in one process")
+        try:
+            _, model = prepare(PEERS[peer], setup)  # made by the speed run: only looked up
+        except SetupError as exc:
+            out[peer] = {"error": str(exc)}
+            continue
+        spec = {"bundle": str(bundle), "model": model, "prompt_ids": ids.prompt,
+                "steps": w.same_process_steps, "rounds": w.same_process_rounds,
+                "threads": w.threads}
+        out[peer] = run_child(sys.executable, script("same_process"), spec,
+                              logs / f"same_process-{peer}.log", CHILD_TIMEOUT_S, "same process")
+    return out
 
 
 def child_spec(ids: TokenIds, w: Workloads, workload: str, **extra: Any) -> dict[str, Any]:

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=None,
                    help="speed runs per runner, interleaved across runners; the median is "
                    "reported (1)")
+    p.add_argument("--same-process-rounds", type=int, default=None,
+                   help="rounds of edgekv's decode step alternated with onnxruntime-genai's graph "
+                   "in one process, per precision (8; 0 skips it)")
     p.add_argument("--text", default=None, help="text the token ids are cut from")
     p.add_argument("--peer-model", default="smollm2-135m",
                    help="the GGUF model the peers run (the bundle should come from it)")
@@ -46,12 +49,16 @@ def options_from(args: argparse.Namespace):  # noqa: ANN201 - BenchOptions, impo
 
     if args.rounds is not None and args.rounds < 1:
         raise EdgeKVError(f"--rounds must be at least 1, not {args.rounds}")
+    if args.same_process_rounds is not None and args.same_process_rounds < 0:
+        raise EdgeKVError(f"--same-process-rounds must be 0 or more, not "
+                          f"{args.same_process_rounds}")
     w = QUICK if args.quick else Workloads()
     changes = {k: v for k, v in {"prompt_tokens": args.prompt_tokens,
                                  "decode_tokens": args.decode_tokens,
                                  "long_tokens": args.long_tokens, "threads": args.threads,
                                  "quality_tokens": args.quality_tokens,
-                                 "rounds": args.rounds}.items()
+                                 "rounds": args.rounds,
+                                 "same_process_rounds": args.same_process_rounds}.items()
                if v is not None}
     counts = {"--prompt-tokens": args.prompt_tokens, "--decode-tokens": args.decode_tokens,
               "--threads": args.threads}

@@ -49,10 +49,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def build_report(edgekv: Result, peers: dict[str, Result], edgekv_int4: Result,
-                 bound: Result) -> Result:
+                 bound: Result, same_process: dict[str, Result] | None = None) -> Result:
     ordered = {n: peers[n] for n in sorted(peers, key=_peer_rank)}
     report: Result = {"edgekv": dict(edgekv), "peers": ordered, "edgekv_int4": dict(edgekv_int4),
                       "bound": dict(bound)}
+    if same_process:
+        report["same_process"] = same_process
     for key in ("edgekv", "edgekv_int4"):
         if "error" not in report[key]:
             report[key]["ratio_to_peers"] = ratios(report[key], ordered)
@@ -96,7 +98,8 @@ def render(report: Result) -> str:
     if tokens:
         lines.append(f"perplexity: over the text's first {tokens + 1} tokens, the whole context "
                      "kept; (+x%) against the fp32 runner of the same weights")
-    lines += ["", *_ratio_lines(report), "", _bound_line(report["bound"])]
+    lines += ["", *_ratio_lines(report), *_same_process_lines(report, notes), "",
+              _bound_line(report["bound"])]
     if notes:
         lines += ["", "errors:", *(f"  {n}" for n in notes)]
     return "\n".join(lines)
@@ -152,6 +155,28 @@ def _ratio_lines(report: Result) -> list[str]:
         cells = [report[k]["ratio_to_peers"][peer][s] for k in runners for s in SPEEDS]
         lines.append(f"{'vs ' + peer:<16}" + "".join(
             f"{c:>21.2f}x" if c is not None else f"{'-':>22}" for c in cells))
+    return lines
+
+
+def _same_process_lines(report: Result, notes: list[str]) -> list[str]:
+    """edgekv against onnxruntime-genai's graph alternated in one process (same_process.py);
+    ratio = the peer's ms / edgekv's (above 1: edgekv is faster)."""
+    runs = report.get("same_process") or {}
+    if not runs:
+        return []
+    lines = ["", "same process, alternated; the peer's graph run by ONNX Runtime without its own "
+             "runtime (ms per decode step):",
+             f"{'':<20}{'edgekv step':>12}{'peer step':>10}{'ratio':>7}{'edgekv graph':>14}"
+             f"{'peer graph':>11}{'ratio':>7}{'same tokens':>13}"]
+    for peer, r in runs.items():
+        if "error" in r:
+            lines.append(f"{'vs ' + peer:<20}{'error (see below)':>29}")
+            notes.append(f"same process vs {peer}: {r['error']}")
+            continue
+        lines.append(f"{'vs ' + peer:<20}{r['edgekv_step_ms']:>12.2f}{r['peer_step_ms']:>10.2f}"
+                     f"{r['decode_ratio']:>6.2f}x{r['edgekv_graph_ms']:>14.2f}"
+                     f"{r['peer_graph_ms']:>11.2f}{r['graph_ratio']:>6.2f}x"
+                     f"{r['same_tokens']:>6} of {r['steps']}")
     return lines
 
 

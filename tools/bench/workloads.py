@@ -25,13 +25,18 @@ class Workloads:
     threads: int = 2
     rounds: int = 1  # speed runs per runner, interleaved; the median is reported
     membw_mib: int = 256  # per thread and array: far above any cache, so DRAM is what is timed
+    # edgekv against onnxruntime-genai's graph in one process (same_process.py): rounds of
+    # this many decode steps each, alternated (0 rounds: not measured)
+    same_process_rounds: int = 8
+    same_process_steps: int = 32
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
 QUICK = Workloads(prompt_tokens=128, decode_tokens=16, long_tokens=1024, mark_tokens=256,
-                  long_budgets=(), membw_mib=32, quality_tokens=64)  # () = the bundle's own budget
+                  long_budgets=(), membw_mib=32, quality_tokens=64, same_process_rounds=2,
+                  same_process_steps=4)  # () = the bundle's own budget
 
 
 @dataclass(frozen=True)
