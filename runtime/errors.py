@@ -1,5 +1,7 @@
 """Errors a user can act on. The CLI prints their message as one line and exits non-zero."""
 
+from typing import Any
+
 
 class EdgeKVError(Exception):
     """Base class: a problem with the user's input, explained in the message."""
@@ -31,3 +33,10 @@ class ImageError(EdgeKVError):
 
 class SettingError(EdgeKVError, ValueError):
     """A setting outside its range (a sampler's temperature, a count that must be positive)."""
+
+
+def whole_number(value: Any) -> bool:
+    """A count as Python or numpy int; not a bool (True would count as 1)."""
+    import numpy as np
+
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
