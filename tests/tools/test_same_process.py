@@ -77,6 +77,8 @@ def test_the_bench_pairs_each_precision_and_skips_a_failed_runner(genai_dir, tin
     assert runs["ort_genai_fp32"]["steps"] == QUICK.same_process_steps
     report = build_report(ok, {"ort_genai_fp32": ok}, ok, {"error": "n/a"}, runs)
     json.dumps(report)
+    assert list(report) == ["edgekv", "peers", "edgekv_int4", "bound"]  # the shape
+    assert report["edgekv"]["same_process"] == runs and "same_process" not in report["edgekv_int4"]
     text = render(report)
     assert "same process, alternated" in text and "vs ort_genai_fp32" in text
     failed = build_report(ok, {}, ok, {"error": "n/a"}, {"ort_genai_int4": {"error": "boom"}})

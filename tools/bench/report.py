@@ -53,8 +53,10 @@ def build_report(edgekv: Result, peers: dict[str, Result], edgekv_int4: Result,
     ordered = {n: peers[n] for n in sorted(peers, key=_peer_rank)}
     report: Result = {"edgekv": dict(edgekv), "peers": ordered, "edgekv_int4": dict(edgekv_int4),
                       "bound": dict(bound)}
-    if same_process:
-        report["same_process"] = same_process
+    # inside the runners' objects: the top level keeps exactly the issue's four keys
+    for key, peer in (("edgekv", "ort_genai_fp32"), ("edgekv_int4", "ort_genai_int4")):
+        if peer in (same_process or {}):
+            report[key]["same_process"] = {peer: same_process[peer]}
     for key in ("edgekv", "edgekv_int4"):
         if "error" not in report[key]:
             report[key]["ratio_to_peers"] = ratios(report[key], ordered)
@@ -161,7 +163,8 @@ def _ratio_lines(report: Result) -> list[str]:
 def _same_process_lines(report: Result, notes: list[str]) -> list[str]:
     """edgekv against onnxruntime-genai's graph alternated in one process (same_process.py);
     ratio = the peer's ms / edgekv's (above 1: edgekv is faster)."""
-    runs = report.get("same_process") or {}
+    runs = {peer: r for key in ("edgekv", "edgekv_int4")
+            for peer, r in report[key].get("same_process", {}).items()}
     if not runs:
         return []
     lines = ["", "same process, alternated; the peer's graph run by ONNX Runtime without its own "
