@@ -51,9 +51,10 @@ def test_the_child_alternates_both_and_reports_medians(genai_dir, tiny_bundle, t
     bundle = tiny_bundle("llama", budget=96, chunk=16)
     prompt = [int(i) for i in np.random.default_rng(2).integers(0, VOCAB, 40)]
     spec = {"bundle": str(bundle), "model": str(genai_dir), "prompt_ids": prompt, "steps": 5,
-            "rounds": 3, "threads": 1}
+            "rounds": 3, "threads": 1, "peer_first": True}
     r = run_child(bench.sys.executable, script("same_process"), spec, tmp_path / "log")
     assert "error" not in r, r
+    assert r["opened_first"] == "peer"
     assert r["decode_ratio"] == pytest.approx(r["peer_step_ms"] / r["edgekv_step_ms"])
     assert r["graph_ratio"] == pytest.approx(r["peer_graph_ms"] / r["edgekv_graph_ms"])
     assert 0 < r["edgekv_graph_ms"] <= r["edgekv_step_ms"]
@@ -74,7 +75,11 @@ def test_the_bench_pairs_each_precision_and_skips_a_failed_runner(genai_dir, tin
     runs = bench.same_process_runs(opts, ids, QUICK, bench.Setup(tmp_path), results,
                                    tmp_path / "logs", lambda m: None)
     assert list(runs) == ["ort_genai_fp32"]  # int4: its peer did not run
-    assert runs["ort_genai_fp32"]["steps"] == QUICK.same_process_steps
+    fp32 = runs["ort_genai_fp32"]
+    assert fp32["steps"] == QUICK.same_process_steps
+    assert [o["opened_first"] for o in fp32["orders"]] == ["edgekv", "peer"]  # each first once
+    assert fp32["edgekv_step_ms"] == pytest.approx(
+        sum(o["edgekv_step_ms"] for o in fp32["orders"]) / 2)
     report = build_report(ok, {"ort_genai_fp32": ok}, ok, {"error": "n/a"}, runs)
     json.dumps(report)
     assert list(report) == ["edgekv", "peers", "edgekv_int4", "bound"]  # the shape
@@ -96,3 +101,16 @@ def test_the_rounds_flag_sets_the_workload_and_a_negative_one_is_refused(tiny_bu
     rc = main(["bench", "--bundle", bundle, "--quick", "--peers", "none",
                "--cache-dir", str(tmp_path), "--same-process-rounds", "-1"])
     assert rc == 2 and "--same-process-rounds must be 0 or more" in capsys.readouterr().err
+
+
+def test_both_orders_average_the_times_and_keep_a_failure():
+    times = ("edgekv_step_ms", "edgekv_graph_ms", "peer_step_ms", "peer_graph_ms")
+    common = {"steps": 4, "rounds": 2, "context": 9, "budget": 9}
+    first = {**dict(zip(times, (10.0, 9.0, 8.0, 7.0), strict=True)), "same_tokens": 4,
+             "opened_first": "edgekv", **common}
+    second = {**dict(zip(times, (12.0, 11.0, 12.0, 11.0), strict=True)), "same_tokens": 2,
+              "opened_first": "peer", **common}
+    r = bench.both_orders([first, second])
+    assert (r["edgekv_step_ms"], r["peer_step_ms"], r["same_tokens"]) == (11.0, 10.0, 2)
+    assert r["decode_ratio"] == pytest.approx(10 / 11) and r["graph_ratio"] == pytest.approx(0.9)
+    assert bench.both_orders([first, {"error": "boom"}]) == {"error": "boom"}

@@ -100,8 +100,27 @@ def same_process_runs(opts: BenchOptions, ids: TokenIds, w: Workloads, setup: Se
         spec = {"bundle": str(bundle), "model": model, "prompt_ids": ids.prompt,
                 "steps": w.same_process_steps, "rounds": w.same_process_rounds,
                 "threads": w.threads}
-        out[peer] = run_child(sys.executable, script("same_process"), spec,
-                              logs / f"same_process-{peer}.log", CHILD_TIMEOUT_S, "same process")
+        # twice, each runner opened first once: the open order moved a step by a few %
+        runs = [run_child(sys.executable, script("same_process"), {**spec, "peer_first": first},
+                          logs / f"same_process-{peer}-{order}.log", CHILD_TIMEOUT_S,
+                          "same process") for order, first in (("ours", False), ("peer", True))]
+        out[peer] = both_orders(runs)
+    return out
+
+
+def both_orders(runs: list[Result]) -> Result:
+    """One same-process result from the two open orders: the mean of each time, the ratios
+    of those means, the fewer same tokens; each order's own result under `orders`."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    times = ("edgekv_step_ms", "edgekv_graph_ms", "peer_step_ms", "peer_graph_ms")
+    out: Result = {key: statistics.mean(r[key] for r in runs) for key in times}
+    out.update(decode_ratio=out["peer_step_ms"] / out["edgekv_step_ms"],
+               graph_ratio=out["peer_graph_ms"] / out["edgekv_graph_ms"],
+               same_tokens=min(r["same_tokens"] for r in runs),
+               **{k: runs[0][k] for k in ("steps", "rounds", "context", "budget")},
+               orders=[{k: r[k] for k in (*times, "opened_first")} for r in runs])
     return out
 
 

@@ -13,7 +13,8 @@ The peer's context is rewound to the prompt at each round (2,048 to 2,048 + step
 bundle's cache stays at its budget. Both runners' greedy tokens after the prompt are compared,
 so a graph driven wrongly shows as tokens that differ (fp32).
 
-Spec: bundle, model (the builder's output directory), prompt_ids, steps, rounds, threads.
+Spec: bundle, model (the builder's output directory), prompt_ids, steps, rounds, threads,
+peer_first (open the peer's graph before the bundle).
 """
 
 from __future__ import annotations
@@ -34,12 +35,19 @@ def main() -> None:
 
     prompt, steps, rounds = spec["prompt_ids"], spec["steps"], spec["rounds"]
     bundle = Bundle.open(spec["bundle"])
-    session = Session.open(bundle, threads=spec["threads"])
-    ours_logits = session.feed(np.asarray(prompt, dtype=np.int64))
-    peer = GenaiGraph(spec["model"], len(prompt) + steps, spec["threads"])
-    for start in range(0, len(prompt), 256):  # the builder's graph returns every row's logits
-        peer_logits = peer.run(prompt[start : start + 256])
-    peer_first = int(np.argmax(peer_logits))
+    # Which runner a process opens first moved a step by 2-4% in some runs here (docs/bench.md,
+    # "One process, no drift"): the bench runs this child twice, each runner first once.
+    opened = []
+    for who in ("peer", "edgekv") if spec.get("peer_first") else ("edgekv", "peer"):
+        if who == "edgekv":
+            session = Session.open(bundle, threads=spec["threads"])
+            ours_logits = session.feed(np.asarray(prompt, dtype=np.int64))
+        else:
+            peer = GenaiGraph(spec["model"], len(prompt) + steps, spec["threads"])
+            for start in range(0, len(prompt), 256):  # the graph returns every row's logits
+                peer_logits = peer.run(prompt[start : start + 256])
+            peer_first = int(np.argmax(peer_logits))
+        opened.append(who)
     log(f"same process: {spec['bundle']} against {spec['model']}, {rounds} rounds of {steps}")
     times: dict[str, list[float]] = {"edgekv_step_ms": [], "edgekv_graph_ms": [],
                                      "peer_step_ms": [], "peer_graph_ms": []}
@@ -72,7 +80,8 @@ def main() -> None:
         decode_ratio=result["peer_step_ms"] / result["edgekv_step_ms"],
         graph_ratio=result["peer_graph_ms"] / result["edgekv_graph_ms"],
         same_tokens=next((i for i, (a, b) in enumerate(first) if a != b), steps),
-        steps=steps, rounds=rounds, context=len(prompt), budget=session.cache.budget)
+        steps=steps, rounds=rounds, context=len(prompt), budget=session.cache.budget,
+        opened_first=opened[0])
     emit(result)
 
 
