@@ -117,7 +117,8 @@ def _chat(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     c = session.cache
     print(f"[{session.stats.tokens_in} tokens in, {session.stats.tokens_out} out, slots "
-          f"{c.occupied()}/{c.budget}, {c.evictions} evicted]", file=sys.stderr)
+          f"{c.occupied()}/{c.budget}, {c.evictions} evicted"
+          f"{f', {c.merged} merged' if c.merged else ''}]", file=sys.stderr)
     return 0
 
 

@@ -44,6 +44,9 @@ class KVCache:
     place: np.ndarray  # [L, Hkv, capacity] int32: grid place inside its frame, NO_PLACE for text
     budget: int  # usable slots: slots at index >= budget stay empty (experiments, lower budget)
     evictions: int = 0  # tokens evicted so far (counted in the fullest head)
+    # tokens not kept because an earlier slot holds them (structured: merged, or dropped as a
+    # repeat), counted like evictions but apart: they were not pushed out by the budget
+    merged: int = 0
     last_pos: int = EMPTY  # largest stream position ever written
     # Order of orig_pos per head (`rank`), streaming evictions counted, not applied.
     ranks: RankOrder = field(default=None, repr=False)
@@ -176,8 +179,9 @@ class KVCache:
             target &= self.valid
         return target.argmax(-1)
 
-    def evict(self, mask: np.ndarray) -> None:
-        """Free the slots where `mask` ([L, Hkv, capacity]) is true. Protected slots refuse."""
+    def evict(self, mask: np.ndarray, repeats: bool = False) -> None:
+        """Free the slots where `mask` ([L, Hkv, capacity]) is true. Protected slots refuse.
+        `repeats`: they hold tokens an earlier slot stands for, counted as `merged`."""
         if np.any(mask & self.protected):
             raise BudgetError("a policy tried to evict a protected slot")
         freed = mask & self.valid
@@ -185,6 +189,9 @@ class KVCache:
         most = int(per_head.max())
         if most == 0:
             return
+        if repeats:
+            self.evictions -= most  # the paths below count them as evictions
+            self.merged += most
         if most == 1:  # decode: one slot per head at most, found without a full nonzero scan
             layer, head = np.nonzero(per_head)
             self._evict_one((layer, head, freed.argmax(-1)[layer, head]))

@@ -35,7 +35,7 @@ MiB = 2**20
 class FrameSession(Protocol):
     """What the run needs of a session (runtime/session.py with a vision graph)."""
 
-    cache: Any  # KVCache: occupied(), budget, evictions
+    cache: Any  # KVCache: occupied(), budget, evictions, merged
     stats: Any  # Stats: tokens_out
 
     def append_image(self, frame: np.ndarray) -> None: ...
@@ -52,6 +52,7 @@ class RunSummary:
     frames_per_s: float = 0.0
     peak_rss_bytes: int = 0
     evictions: int = 0
+    merged: int = 0  # repeats folded into an earlier slot (structured)
     slots_used: int = 0
     budget: int = 0
     dropped_by_fps: int = 0
@@ -66,7 +67,8 @@ class RunSummary:
             f" {self.answers} answers; ended by {self.ended_by}",
             f"dropped {self.dropped_by_fps} by --fps, {self.dropped_while_busy} while busy; "
             f"skipped {self.skipped_corrupt} corrupt; {self.reconnects} reconnects",
-            f"slots {self.slots_used}/{self.budget}, {self.evictions} evicted; "
+            f"slots {self.slots_used}/{self.budget}, {self.evictions} evicted"
+            f"{f', {self.merged} merged' if self.merged else ''}; "
             f"peak rss {self.peak_rss_bytes / MiB:.0f} MiB",
         ]
 
@@ -201,7 +203,7 @@ class StreamRun:
         return RunSummary(
             frames=self.fed, answers=self.answers, elapsed_s=elapsed,
             frames_per_s=self.fed / streamed if streamed > 0 else 0.0,
-            peak_rss_bytes=max(rss_peak(), rss_now()), evictions=c.evictions,
+            peak_rss_bytes=max(rss_peak(), rss_now()), evictions=c.evictions, merged=c.merged,
             slots_used=c.occupied(), budget=c.budget, dropped_by_fps=counters.dropped_rate,
             dropped_while_busy=counters.dropped_busy, skipped_corrupt=counters.skipped,
             reconnects=counters.reconnects,

@@ -53,6 +53,7 @@ class FlakyCamera:
 class _Cache:
     budget: int = 64
     evictions: int = 0
+    merged: int = 0
     used: int = 0
 
     def occupied(self) -> int:

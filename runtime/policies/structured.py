@@ -68,7 +68,7 @@ class Structured(Policy):
             duplicate[..., t] = repeat
         drop = np.zeros(cache.orig_pos.shape, dtype=bool)
         np.put_along_axis(drop, slots, duplicate, axis=-1)
-        cache.evict(drop)
+        cache.evict(drop, repeats=True)
         self._enforce_quota(cache, chunk.group)
 
     def _enforce_quota(self, cache: KVCache, group: int) -> None:

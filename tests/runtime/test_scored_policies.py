@@ -135,10 +135,13 @@ def test_structured_collapses_identical_frames_and_keeps_changing_ones():
     assert (same.count[same.valid] == 20).all()  # every slot stands for 20 tokens
     _, bias, _ = same.graph_inputs(np.array([160]), "cache")
     assert np.allclose(bias[same.valid], np.log(20))
+    # 19 repeats of 8 tokens were folded in, none pushed out by the budget
+    assert (same.merged, same.evictions) == (19 * 8, 0)
     changing = KVCache.allocate(L, H, 64, D)
     occupancy = _frames(policy, changing, [rng.normal(size=(8, D)) for _ in range(20)])
     assert occupancy[-1] == 64  # nothing repeats: the budget fills and old frames go
     assert changing.count[0, 0][changing.valid[0, 0]].sum() == 64
+    assert (changing.merged, changing.evictions) == (0, 20 * 8 - 64)
 
 
 def test_structured_half_changing_frames_merge_only_the_static_half():
@@ -156,6 +159,7 @@ def test_structured_drop_mode_keeps_counts_at_one():
     cache = KVCache.allocate(L, H, 64, D)
     _frames(make_policy("structured:sinks=0,merge=false"), cache, [frame] * 5)
     assert cache.valid[0, 0].sum() == 8 and (cache.count[cache.valid] == 1).all()
+    assert (cache.merged, cache.evictions) == (4 * 8, 0)  # repeats dropped, not evicted
 
 
 @pytest.mark.parametrize("spec, scale", [("structured:sinks=0,similarity=1", 1.0),

@@ -155,6 +155,15 @@ def test_summary_counts_evictions_and_peak_memory():
     assert summary.peak_rss_bytes > 10 * 2**20 and summary.frames_per_s > 0
     text = "\n".join(summary.lines())
     assert "frames 20" in text and "evicted" in text and "peak rss" in text
+    assert "merged" not in text  # nothing merged: not mentioned
+
+
+def test_summary_counts_merged_repeats_apart_from_evictions():
+    session = RecordingSession(keep_frames=False)
+    session.cache.merged = 7  # structured folded 7 repeated tokens into earlier slots
+    summary = StreamRun(session, FrameStream(open_source(SCENE),
+                                             StreamLimits(max_frames=3))).run()
+    assert summary.merged == 7 and "evicted, 7 merged;" in "\n".join(summary.lines())
 
 
 def test_parse_every():
