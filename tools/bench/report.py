@@ -82,9 +82,7 @@ def render(report: Result) -> str:
              f"{'RSS 4k->32k':>13}{'overhead':>10}{'perplexity':>20}"]
     notes: list[str] = []
     for name, r in rows:
-        if "error" in r:
-            lines.append(f"{name:<16}{'error (see below)':>28}")
-            notes.append(f"{name}: {r['error']}")
+        if _failed(r, f"{name:<16}", 28, name, lines, notes):
             continue
         lines.append(f"{name:<16}{_num(r.get('prefill_tps'), 14, '.1f')}"
                      f"{_num(r.get('decode_tps'), 14, '.1f')}"
@@ -105,6 +103,16 @@ def render(report: Result) -> str:
     if notes:
         lines += ["", "errors:", *(f"  {n}" for n in notes)]
     return "\n".join(lines)
+
+
+def _failed(r: Result, label: str, width: int, who: str, lines: list[str],
+            notes: list[str]) -> bool:
+    """A table row saying a runner failed, its reason in the notes; False if it did not."""
+    if "error" not in r:
+        return False
+    lines.append(f"{label}{'error (see below)':>{width}}")
+    notes.append(f"{who}: {r['error']}")
+    return True
 
 
 def _options(bundle: Result) -> str:
@@ -172,9 +180,7 @@ def _same_process_lines(report: Result, notes: list[str]) -> list[str]:
              f"{'':<20}{'edgekv step':>12}{'peer step':>10}{'ratio':>7}{'edgekv graph':>14}"
              f"{'peer graph':>11}{'ratio':>7}{'same tokens':>13}"]
     for peer, r in runs.items():
-        if "error" in r:
-            lines.append(f"{'vs ' + peer:<20}{'error (see below)':>29}")
-            notes.append(f"same process vs {peer}: {r['error']}")
+        if _failed(r, f"{'vs ' + peer:<20}", 29, f"same process vs {peer}", lines, notes):
             continue
         lines.append(f"{'vs ' + peer:<20}{r['edgekv_step_ms']:>12.2f}{r['peer_step_ms']:>10.2f}"
                      f"{r['decode_ratio']:>6.2f}x{r['edgekv_graph_ms']:>14.2f}"
