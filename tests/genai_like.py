@@ -17,13 +17,15 @@ HIDDEN = HEADS * HEAD
 
 
 def write(directory: Path, vocab: int, layers: int = 2, share_buffer: bool = True,
-          seed: int = 0) -> Path:
+          seed: int = 0, fp16: bool = False) -> Path:
+    """fp16: weights, K/V and logits in float16, as onnxruntime-genai builds for GPUs."""
     rng = np.random.default_rng(seed)
+    dtype, elem = (np.float16, TensorProto.FLOAT16) if fp16 else (np.float32, TensorProto.FLOAT)
     inits = [numpy_helper.from_array(v, k) for k, v in {
-        "embed": rng.normal(0, 1, (vocab, HIDDEN)).astype(np.float32),
-        "lm_head": rng.normal(0, 0.2, (HIDDEN, vocab)).astype(np.float32),
-        "cos": np.cos(np.outer(np.arange(4096), 1e-2 * np.arange(HEAD // 2))).astype(np.float32),
-        "sin": np.sin(np.outer(np.arange(4096), 1e-2 * np.arange(HEAD // 2))).astype(np.float32),
+        "embed": rng.normal(0, 1, (vocab, HIDDEN)).astype(dtype),
+        "lm_head": rng.normal(0, 0.2, (HIDDEN, vocab)).astype(dtype),
+        "cos": np.cos(np.outer(np.arange(4096), 1e-2 * np.arange(HEAD // 2))).astype(dtype),
+        "sin": np.sin(np.outer(np.arange(4096), 1e-2 * np.arange(HEAD // 2))).astype(dtype),
         "one": np.array(1, np.int32), "axis1": np.array([1], np.int64),
     }.items()]
     nodes = [
@@ -38,11 +40,11 @@ def write(directory: Path, vocab: int, layers: int = 2, share_buffer: bool = Tru
     kv = [1, KV_HEADS, "max", HEAD]
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "s"]),
               helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, "t"])]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "s", vocab])]
+    outputs = [helper.make_tensor_value_info("logits", elem, [1, "s", vocab])]
     h = "h0"
     for i in range(layers):
-        qkv = rng.normal(0, 0.2, (HIDDEN, (HEADS + 2 * KV_HEADS) * HEAD)).astype(np.float32)
-        out = rng.normal(0, 0.2, (HIDDEN, HIDDEN)).astype(np.float32)
+        qkv = rng.normal(0, 0.2, (HIDDEN, (HEADS + 2 * KV_HEADS) * HEAD)).astype(dtype)
+        out = rng.normal(0, 0.2, (HIDDEN, HIDDEN)).astype(dtype)
         inits += [numpy_helper.from_array(qkv, f"qkv{i}"), numpy_helper.from_array(out, f"o{i}")]
         nodes += [
             helper.make_node("MatMul", [h, f"qkv{i}"], [f"qkv_out{i}"]),
@@ -57,10 +59,8 @@ def write(directory: Path, vocab: int, layers: int = 2, share_buffer: bool = Tru
         ]
         h = f"h{i + 1}"
         for kind in ("key", "value"):
-            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}",
-                                                        TensorProto.FLOAT, kv))
-            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}",
-                                                         TensorProto.FLOAT, kv))
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", elem, kv))
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", elem, kv))
     nodes.append(helper.make_node("MatMul", [h, "lm_head"], ["logits"]))
     graph = helper.make_graph(nodes, "genai_like", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),

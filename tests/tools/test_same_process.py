@@ -41,6 +41,17 @@ def test_chunks_then_steps_then_a_rewind_give_the_models_logits(genai_dir):
         graph.run(ids[:4])
 
 
+def test_an_fp16_model_is_driven_in_fp16(tmp_path):
+    directory = genai_like.write(tmp_path, VOCAB, fp16=True)
+    ids = [int(i) for i in np.random.default_rng(3).integers(0, VOCAB, 6)]
+    graph = GenaiGraph(str(directory), 8, threads=1)
+    graph.run(ids[:4])
+    last = [graph.run([t]).copy() for t in ids[4:]][-1]
+    assert last.dtype == np.float16 and graph.buffers[0].dtype == np.float16
+    expected = genai_like.reference_logits(directory, ids)[-1]
+    np.testing.assert_allclose(last.astype(np.float64), expected, rtol=0.05, atol=0.05)
+
+
 def test_a_model_without_shared_buffers_is_refused(tmp_path):
     directory = genai_like.write(tmp_path, VOCAB, share_buffer=False)
     with pytest.raises(ValueError, match="past_present_share_buffer"):

@@ -15,6 +15,8 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
 
 class GenaiGraph:
     """The builder's decoder graph with its KV buffers bound once (genai_config.json says
@@ -37,21 +39,26 @@ class GenaiGraph:
         expected = {self.ids_name, self.mask_name}
         shape = (1, decoder["num_key_value_heads"], max_len, decoder["head_size"])
         self.bind = self.session.io_binding()
-        self.logits_name, self.vocab = decoder["outputs"]["logits"], config["model"]["vocab_size"]
-        self.logits = np.empty((1, 0, self.vocab), dtype=np.float32)  # rebound per chunk length
         outs = decoder["outputs"]
+        kinds = {i.name: i.type for i in self.session.get_inputs()}
+        out_kinds = {o.name: o.type for o in self.session.get_outputs()}
+        # fp32 for the CPU builder's models; a GPU build's fp16 tensors are taken as they come
+        kv_dtype = _DTYPES.get(kinds.get(names["past_key_names"] % 0), np.float32)
+        self.logits_name, self.vocab = outs["logits"], config["model"]["vocab_size"]
+        self.logits_dtype = _DTYPES.get(out_kinds.get(self.logits_name), np.float32)
+        self.logits = np.empty((1, 0, self.vocab), dtype=self.logits_dtype)  # rebound per chunk
         pairs = ((names["past_key_names"], outs["present_key_names"]),
                  (names["past_value_names"], outs["present_value_names"]))
         self.buffers = []  # kept alive: the binding holds their addresses
         for layer in range(decoder["num_hidden_layers"]):
             for past, present in pairs:
-                buf = np.zeros(shape, dtype=np.float32)
+                buf = np.zeros(shape, dtype=kv_dtype)
                 self.buffers.append(buf)
                 expected.add(past % layer)
                 for bind, name in ((self.bind.bind_input, past % layer),
                                    (self.bind.bind_output, present % layer)):
-                    bind(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
-        extra = {i.name for i in self.session.get_inputs()} - expected
+                    bind(name, "cpu", 0, kv_dtype, buf.shape, buf.ctypes.data)
+        extra = set(kinds) - expected
         if extra:
             raise ValueError(f"{model_dir}: graph inputs the driver does not feed: {sorted(extra)}")
         self.max_len, self.length = max_len, 0
@@ -65,8 +72,8 @@ class GenaiGraph:
         self.bind.bind_cpu_input(self.ids_name, np.asarray([ids], dtype=np.int64))
         self.bind.bind_cpu_input(self.mask_name, np.ones((1, self.length), dtype=np.int64))
         if self.logits.shape[1] != len(ids):
-            self.logits = np.empty((1, len(ids), self.vocab), dtype=np.float32)
-            self.bind.bind_output(self.logits_name, "cpu", 0, np.float32, self.logits.shape,
+            self.logits = np.empty((1, len(ids), self.vocab), dtype=self.logits_dtype)
+            self.bind.bind_output(self.logits_name, "cpu", 0, self.logits_dtype, self.logits.shape,
                                   self.logits.ctypes.data)
         self.session.run_with_iobinding(self.bind)
         return self.logits[0, -1]
