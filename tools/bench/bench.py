@@ -119,6 +119,7 @@ def both_orders(runs: list[Result]) -> Result:
     out.update(decode_ratio=out["peer_step_ms"] / out["edgekv_step_ms"],
                graph_ratio=out["peer_graph_ms"] / out["edgekv_graph_ms"],
                same_tokens=min(r["same_tokens"] for r in runs),
+               peer_rounds_agree=all(r["peer_rounds_agree"] for r in runs),
                **{k: runs[0][k] for k in ("steps", "rounds", "context", "budget")},
                orders=[{k: r[k] for k in (*times, "opened_first")} for r in runs])
     return out

@@ -22,13 +22,12 @@ from __future__ import annotations
 import statistics
 import time
 
+import numpy as np
 from childio import emit, log, read_spec
 
 
 def main() -> None:
     spec = read_spec()
-    import numpy as np
-
     from edgekv.runtime.bundle import Bundle
     from edgekv.runtime.session import Session
     from edgekv.tools.bench.genai_graph import GenaiGraph
@@ -37,52 +36,74 @@ def main() -> None:
     bundle = Bundle.open(spec["bundle"])
     # Which runner a process opens first moved a step by 2-4% in some runs here (docs/bench.md,
     # "One process, no drift"): the bench runs this child twice, each runner first once.
-    opened = []
-    for who in ("peer", "edgekv") if spec.get("peer_first") else ("edgekv", "peer"):
+    order = ("peer", "edgekv") if spec.get("peer_first") else ("edgekv", "peer")
+    for who in order:
         if who == "edgekv":
             session = Session.open(bundle, threads=spec["threads"])
-            ours_logits = session.feed(np.asarray(prompt, dtype=np.int64))
+            ours = Runner(session.feed(np.asarray(prompt, dtype=np.int64)))
         else:
-            peer = GenaiGraph(spec["model"], len(prompt) + steps, spec["threads"])
+            graph = GenaiGraph(spec["model"], len(prompt) + steps, spec["threads"])
             for start in range(0, len(prompt), 256):  # the graph returns every row's logits
-                peer_logits = peer.run(prompt[start : start + 256])
-            peer_first = int(np.argmax(peer_logits))
-        opened.append(who)
+                peer = Runner(graph.run(prompt[start : start + 256]))
+
+    def ours_step(token: int) -> tuple[object, float]:
+        before = session.stats.graph_s
+        logits = session.step(bundle.embed(np.array([token])))[-1]
+        return logits, session.stats.graph_s - before
+
+    def peer_step(token: int) -> tuple[object, float]:
+        start = time.perf_counter()
+        logits = graph.run([token])
+        return logits, time.perf_counter() - start
+
     log(f"same process: {spec['bundle']} against {spec['model']}, {rounds} rounds of {steps}")
-    times: dict[str, list[float]] = {"edgekv_step_ms": [], "edgekv_graph_ms": [],
-                                     "peer_step_ms": [], "peer_graph_ms": []}
-    tokens: dict[str, list[int]] = {"edgekv": [], "peer": []}
     for r in range(rounds):
-        for who in ("edgekv", "peer") if r % 2 == 0 else ("peer", "edgekv"):
-            if who == "edgekv":
-                graph_before, start = session.stats.graph_s, time.perf_counter()
-                for _ in range(steps):
-                    token = int(np.argmax(ours_logits))
-                    tokens["edgekv"].append(token)
-                    ours_logits = session.step(bundle.embed(np.array([token])))[-1]
-                times["edgekv_step_ms"].append((time.perf_counter() - start) / steps * 1e3)
-                times["edgekv_graph_ms"].append((session.stats.graph_s - graph_before)
-                                                / steps * 1e3)
+        for runner in (ours, peer) if r % 2 == 0 else (peer, ours):
+            if runner is peer:
+                graph.length = len(prompt)  # rewound: the same context every round
+                runner.round(peer_step, steps, np.argmax, restart=True)
             else:
-                peer.length, token, graph_s = len(prompt), peer_first, 0.0
-                start = time.perf_counter()
-                for _ in range(steps):
-                    tokens["peer"].append(token)
-                    graph_start = time.perf_counter()
-                    logits = peer.run([token])
-                    graph_s += time.perf_counter() - graph_start
-                    token = int(np.argmax(logits))
-                times["peer_step_ms"].append((time.perf_counter() - start) / steps * 1e3)
-                times["peer_graph_ms"].append(graph_s / steps * 1e3)
-    result = {key: statistics.median(values) for key, values in times.items()}
-    first = zip(tokens["edgekv"][:steps], tokens["peer"][:steps], strict=True)
+                runner.round(ours_step, steps, np.argmax)
+    result = {**ours.medians("edgekv"), **peer.medians("peer")}
+    first = zip(ours.tokens[:steps], peer.tokens[:steps], strict=True)
     result.update(
         decode_ratio=result["peer_step_ms"] / result["edgekv_step_ms"],
         graph_ratio=result["peer_graph_ms"] / result["edgekv_graph_ms"],
         same_tokens=next((i for i, (a, b) in enumerate(first) if a != b), steps),
+        # the peer is rewound every round: each of its rounds must repeat its first
+        peer_rounds_agree=len(set(map(tuple, np.reshape(peer.tokens, (rounds, steps))))) == 1,
         steps=steps, rounds=rounds, context=len(prompt), budget=session.cache.budget,
-        opened_first=opened[0])
+        opened_first=order[0])
     emit(result)
+
+
+class Runner:
+    """One side's greedy decode from the logits after the prompt, timed a round at a time."""
+
+    def __init__(self, logits: np.ndarray) -> None:
+        # a copy: the peer's driver writes each call's logits into the buffer this may view
+        self.after_prompt = self.logits = logits.copy()
+        self.tokens: list[int] = []
+        self.step_ms: list[float] = []
+        self.graph_ms: list[float] = []
+
+    def round(self, step, steps: int, argmax, restart: bool = False) -> None:  # noqa: ANN001
+        """`steps` greedy steps; `step(token)` -> (logits, seconds in the graph). `restart`:
+        from the prompt again (the peer is rewound), else on from the last step."""
+        logits = self.after_prompt if restart else self.logits
+        graph_s, start = 0.0, time.perf_counter()
+        for _ in range(steps):
+            token = int(argmax(logits))
+            self.tokens.append(token)
+            logits, in_graph = step(token)
+            graph_s += in_graph
+        self.step_ms.append((time.perf_counter() - start) / steps * 1e3)
+        self.graph_ms.append(graph_s / steps * 1e3)
+        self.logits = logits
+
+    def medians(self, name: str) -> dict[str, float]:
+        return {f"{name}_step_ms": statistics.median(self.step_ms),
+                f"{name}_graph_ms": statistics.median(self.graph_ms)}
 
 
 if __name__ == "__main__":
