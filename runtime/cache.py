@@ -190,13 +190,13 @@ class KVCache:
         if most == 0:
             return
         if repeats:
-            self.evictions -= most  # the paths below count them as evictions
             self.merged += most
+        else:
+            self.evictions += most
         if most == 1:  # decode: one slot per head at most, found without a full nonzero scan
             layer, head = np.nonzero(per_head)
             self._evict_one((layer, head, freed.argmax(-1)[layer, head]))
             return
-        self.evictions += most
         self.rank_drop = None
         self._drop_ranks(freed, most)
         self._clear(np.nonzero(freed))
@@ -214,6 +214,7 @@ class KVCache:
         if (self.orig_pos[at] == EMPTY).any():
             raise BudgetError(f"a head holds no token at rank {rank} to evict")
         self._evict_one(at, rank)
+        self.evictions += 1 if layer.size else 0
         return True
 
     def _evict_one(self, at: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -221,7 +222,6 @@ class KVCache:
         """Free one slot in some heads; `rank`: the rank each of them frees, if known."""
         if not at[0].size:
             return
-        self.evictions += 1
         every = at[0].ndim == 2  # every head (`heads`' sparse indices): each drops what it frees
         if every:
             gone = self.ranks.at(at) if rank is None else rank
