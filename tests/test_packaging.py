@@ -20,5 +20,5 @@ def test_every_package_directory_is_listed_in_pyproject():
         if not {"tests", "build", ".venv", "venv"} & set(init.relative_to(ROOT).parts)
         and not any(part.startswith(".") or part.endswith(".egg-info")
                     for part in init.relative_to(ROOT).parts)
-    }
+    } | {f"edgekv.assets.{data.name}" for data in (ROOT / "assets").iterdir() if data.is_dir()}
     assert found == listed
