@@ -44,7 +44,8 @@ def main() -> None:
         else:
             graph = GenaiGraph(spec["model"], len(prompt) + steps, spec["threads"])
             for start in range(0, len(prompt), 256):  # the graph returns every row's logits
-                peer = Runner(graph.run(prompt[start : start + 256]))
+                logits = graph.run(prompt[start : start + 256])
+            peer = Runner(logits)
 
     def ours_step(token: int) -> tuple[object, float]:
         before = session.stats.graph_s
@@ -61,9 +62,9 @@ def main() -> None:
         for runner in (ours, peer) if r % 2 == 0 else (peer, ours):
             if runner is peer:
                 graph.length = len(prompt)  # rewound: the same context every round
-                runner.round(peer_step, steps, np.argmax, restart=True)
+                runner.round(peer_step, steps, restart=True)
             else:
-                runner.round(ours_step, steps, np.argmax)
+                runner.round(ours_step, steps)
     result = {**ours.medians("edgekv"), **peer.medians("peer")}
     first = zip(ours.tokens[:steps], peer.tokens[:steps], strict=True)
     result.update(
@@ -87,13 +88,13 @@ class Runner:
         self.step_ms: list[float] = []
         self.graph_ms: list[float] = []
 
-    def round(self, step, steps: int, argmax, restart: bool = False) -> None:  # noqa: ANN001
+    def round(self, step, steps: int, restart: bool = False) -> None:  # noqa: ANN001
         """`steps` greedy steps; `step(token)` -> (logits, seconds in the graph). `restart`:
         from the prompt again (the peer is rewound), else on from the last step."""
         logits = self.after_prompt if restart else self.logits
         graph_s, start = 0.0, time.perf_counter()
         for _ in range(steps):
-            token = int(argmax(logits))
+            token = int(np.argmax(logits))
             self.tokens.append(token)
             logits, in_graph = step(token)
             graph_s += in_graph
